@@ -1,0 +1,52 @@
+# Kiln: `make run` and `make test` do all set-up on a fresh Debian 12 machine.
+BUILD_DIR ?= build
+JOBS ?= $(shell nproc)
+CXX_COMPILER ?= g++
+C_COMPILER ?= gcc
+PY ?= /usr/bin/python3
+HOST ?= 127.0.0.1
+PORT ?= 8080
+STAMP := $(BUILD_DIR)/.deps-ok
+
+.PHONY: deps configure build run test test-models bench format format-check model clean
+
+$(STAMP): scripts/install-deps.sh
+	bash scripts/install-deps.sh
+	@mkdir -p $(BUILD_DIR) && touch $(STAMP)
+
+deps: $(STAMP)
+
+$(BUILD_DIR)/build.ninja: CMakeLists.txt $(STAMP)
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_CXX_COMPILER=$(CXX_COMPILER) -DCMAKE_C_COMPILER=$(C_COMPILER)
+
+configure: $(BUILD_DIR)/build.ninja
+
+build: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target kiln
+
+run: build
+	$(BUILD_DIR)/kiln serve --host $(HOST) --port $(PORT) --models models --data data
+
+# Small randomly initialised pipelines that exercise the engine without trained weights.
+test-models: $(STAMP)
+	$(PY) tools/make_test_models.py --out $(BUILD_DIR)/test-models
+
+test: configure test-models
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+	cd $(BUILD_DIR) && ctest --output-on-failure -j 2 --timeout 600
+
+bench: build
+	@echo "benchmarks arrive with the serving core (bench/)"
+
+format:
+	clang-format -i $$(git ls-files '*.cc' '*.h')
+
+format-check:
+	clang-format --dry-run -Werror $$(git ls-files '*.cc' '*.h')
+
+model: $(STAMP)
+	bash tools/shapes/train_all.sh
+
+clean:
+	rm -rf $(BUILD_DIR)

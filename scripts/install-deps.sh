@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs everything Kiln needs to build and test, from Debian packages only.
+# Idempotent: packages already present are skipped, and apt is not touched at all
+# when nothing is missing. Uses sudo when not run as root.
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain
+  build-essential cmake ninja-build pkg-config clang clang-format
+  # tensors and TorchScript (CPU LibTorch; a CUDA LibTorch can be given with Torch_DIR)
+  libtorch-dev libopenblas0-pthread
+  # HTTP, status, JSON, logs, CLI, config
+  libboost1.74-dev libabsl-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev libyaml-cpp-dev
+  # queue, store, webhooks
+  libsqlite3-dev libcurl4-openssl-dev libssl-dev
+  # images
+  libpng-dev libstb-dev
+  # tests and benchmarks
+  libgtest-dev libgmock-dev libbenchmark-dev curl
+  # tools/: model generation, training and export (Debian's python3, not a pyenv one)
+  python3 python3-torch python3-numpy python3-yaml
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

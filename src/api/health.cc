@@ -1,0 +1,24 @@
+// GET /healthz (the process answers) and GET /readyz (every model folder loaded).
+#include "api/handlers.h"
+#include "nlohmann/json.hpp"
+
+namespace kiln::api {
+
+http::Response HandleHealthz(const ApiContext&, const http::Request&) {
+  return http::Response::Json(200, R"({"status":"ok"})");
+}
+
+http::Response HandleReadyz(const ApiContext& ctx, const http::Request&) {
+  nlohmann::json models = nlohmann::json::object();
+  for (const auto& e : ctx.models->entries()) {
+    models[e.name] = e.status.ok() ? nlohmann::json("ready")
+                                   : nlohmann::json({{"error", std::string(e.status.message())}});
+  }
+  const bool ready = ctx.models->AllLoaded();
+  nlohmann::json body = {{"status", ready ? "ready" : "not_ready"}, {"models", models}};
+  if (ctx.models->entries().empty()) body["reason"] = "no model folders found";
+  return http::Response::Json(ready ? 200 : 503,
+                              body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
+}  // namespace kiln::api

@@ -1,0 +1,48 @@
+// GET /v1/models and /v1/models/{id}: OpenAI's list shape, with each model's abilities beside.
+#include "api/errors.h"
+#include "api/handlers.h"
+#include "core/status_util.h"
+#include "nlohmann/json.hpp"
+#include "core/strings.h"
+
+namespace kiln::api {
+namespace {
+
+nlohmann::json ModelJson(const engine::ModelSpec& spec) {
+  nlohmann::json tasks = nlohmann::json::array();
+  if (spec.supports_generate) tasks.push_back("generate");
+  if (spec.supports_edit) tasks.push_back("edit");
+  nlohmann::json sizes = nlohmann::json::array();
+  for (const auto& s : spec.sizes) sizes.push_back(s.ToString());
+  return {{"id", spec.name},
+          {"object", "model"},
+          {"created", 0},
+          {"owned_by", "kiln"},
+          {"description", spec.description},
+          {"tasks", tasks},
+          {"sizes", sizes},
+          {"max_batch", spec.max_batch},
+          {"defaults",
+           {{"steps", spec.defaults.steps},
+            {"guidance_scale", spec.defaults.guidance_scale},
+            {"image_guidance_scale", spec.defaults.image_guidance_scale},
+            {"sampler", spec.defaults.sampler}}}};
+}
+
+}  // namespace
+
+http::Response HandleListModels(const ApiContext& ctx, const http::Request&) {
+  nlohmann::json data = nlohmann::json::array();
+  for (const auto& e : ctx.models->entries()) {
+    if (e.status.ok()) data.push_back(ModelJson(e.pipeline->spec()));
+  }
+  return http::Response::Json(200, nlohmann::json{{"object", "list"}, {"data", data}}.dump());
+}
+
+http::Response HandleGetModel(const ApiContext& ctx, const std::string& id) {
+  auto p = ctx.models->Find(id);
+  if (!p.ok()) return ErrorResponse(p.status());
+  return http::Response::Json(200, ModelJson((*p)->spec()).dump());
+}
+
+}  // namespace kiln::api

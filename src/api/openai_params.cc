@@ -1,0 +1,303 @@
+#include "api/openai_params.h"
+
+#include <algorithm>
+#include <random>
+#include <set>
+
+#include "core/status_util.h"
+#include "core/strings.h"
+#include "engine/image_codec.h"
+
+namespace kiln::api {
+namespace {
+
+constexpr size_t kMaxImageBytes = 16 << 20;
+constexpr int64_t kMaxImagePixels = 4096 * 4096;
+
+size_t Utf8Chars(std::string_view s) {
+  return std::count_if(s.begin(), s.end(), [](char c) { return (c & 0xC0) != 0x80; });
+}
+
+absl::Status TypeError(const std::string& name, std::string_view want) {
+  return InvalidField(name, StrCat("'", name, "' must be ", want));
+}
+
+// The fields both endpoints accept, plus each endpoint's own.
+const std::set<std::string>& CommonFields() {
+  static const std::set<std::string> kFields = {
+      "model",   "prompt",         "negative_prompt", "n",       "size",
+      "quality", "response_format", "style",          "user",    "output_format",
+      "steps",   "guidance_scale", "seed",            "sampler"};
+  return kFields;
+}
+
+absl::Status CheckKnownFields(const FieldSource& fields, const std::set<std::string>& extra) {
+  for (const std::string& name : fields.Names()) {
+    if (!CommonFields().contains(name) && !extra.contains(name)) {
+      return InvalidField(name, StrCat("unrecognized request argument '", name, "'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> DoubleIn(const FieldSource& f, const std::string& name, double lo,
+                                double hi, double fallback) {
+  KILN_ASSIGN_OR_RETURN(std::optional<double> v, f.Double(name));
+  if (!v) return fallback;
+  if (!(*v >= lo && *v <= hi)) {
+    return InvalidField(name, StrCat("'", name, "' must be between ", lo, " and ", hi));
+  }
+  return *v;
+}
+
+absl::StatusOr<int> IntIn(const FieldSource& f, const std::string& name, int lo, int hi,
+                          int fallback) {
+  KILN_ASSIGN_OR_RETURN(std::optional<int64_t> v, f.Int(name));
+  if (!v) return fallback;
+  if (*v < lo || *v > hi) {
+    return InvalidField(name, StrCat("'", name, "' must be an integer in ", lo, "..", hi));
+  }
+  return static_cast<int>(*v);
+}
+
+absl::StatusOr<std::string> Text(const FieldSource& f, const std::string& name, bool required) {
+  KILN_ASSIGN_OR_RETURN(std::optional<std::string> v, f.String(name));
+  if (!v || v->empty()) {
+    if (required) return InvalidField(name, StrCat("'", name, "' is required and must not be empty"));
+    return std::string();
+  }
+  if (Utf8Chars(*v) > kMaxPromptChars) {
+    return InvalidField(name, StrCat("'", name, "' is longer than ", kMaxPromptChars,
+                                           " characters"));
+  }
+  return *v;
+}
+
+// Everything both endpoints share: model, prompt, sizes, sampling parameters, output.
+absl::StatusOr<ImageRequest> ParseCommon(const FieldSource& f,
+                                         const engine::ModelRepository& models) {
+  ImageRequest out;
+  engine::GenerationRequest& g = out.generation;
+  KILN_ASSIGN_OR_RETURN(g.prompt, Text(f, "prompt", true));
+  KILN_ASSIGN_OR_RETURN(g.negative_prompt, Text(f, "negative_prompt", false));
+
+  KILN_ASSIGN_OR_RETURN(std::optional<std::string> model, f.String("model"));
+  if (model && !model->empty()) {
+    if (model->size() > 256) return InvalidField("model", "'model' is too long");
+    KILN_ASSIGN_OR_RETURN(out.pipeline, models.Find(*model));
+  } else {
+    KILN_ASSIGN_OR_RETURN(out.pipeline, models.Default());
+  }
+  const engine::ModelSpec& spec = out.pipeline->spec();
+  out.model = spec.name;
+
+  KILN_ASSIGN_OR_RETURN(std::optional<std::string> size, f.String("size"));
+  if (size && !size->empty() && *size != "auto") {
+    auto parsed = ParseImageSize(*size);
+    if (!parsed.ok()) return InvalidField("size", ToStd(parsed.status().message()));
+    g.size = *parsed;
+  } else {
+    g.size = spec.sizes.front();
+  }
+  KILN_ASSIGN_OR_RETURN(g.n, IntIn(f, "n", 1, 10, 1));
+  KILN_ASSIGN_OR_RETURN(g.steps, IntIn(f, "steps", 1, 150, spec.defaults.steps));
+  KILN_ASSIGN_OR_RETURN(g.guidance_scale,
+                        DoubleIn(f, "guidance_scale", 0.0, 30.0, spec.defaults.guidance_scale));
+
+  KILN_ASSIGN_OR_RETURN(std::optional<std::string> sampler, f.String("sampler"));
+  auto parsed_sampler = engine::ParseSamplerName(sampler ? *sampler : spec.defaults.sampler);
+  if (!parsed_sampler.ok()) return InvalidField("sampler", ToStd(parsed_sampler.status().message()));
+  g.sampler = *parsed_sampler;
+
+  KILN_ASSIGN_OR_RETURN(std::optional<uint64_t> seed, f.Uint("seed"));
+  if (seed) {
+    if (*seed > (uint64_t{1} << 53)) return InvalidField("seed", "'seed' must be in 0..2^53");
+    g.seed = *seed;
+  } else {
+    // Kept below 2^53 so that every JSON client reads the reported seed back exactly.
+    std::random_device rd;
+    g.seed = ((static_cast<uint64_t>(rd()) << 32) | rd()) & ((uint64_t{1} << 53) - 1);
+  }
+
+  KILN_ASSIGN_OR_RETURN(std::optional<std::string> format, f.String("response_format"));
+  if (!format || *format == "b64_json") {
+    out.response_format = ResponseFormat::kB64Json;
+  } else if (*format == "url") {
+    return InvalidField("response_format",
+                        "'response_format' 'url' needs the result store, which this server "
+                        "does not have yet; use 'b64_json'");
+  } else {
+    return InvalidField("response_format", "'response_format' must be 'b64_json' or 'url'");
+  }
+  KILN_ASSIGN_OR_RETURN(std::optional<std::string> output_format, f.String("output_format"));
+  if (output_format && *output_format != "png") {
+    return InvalidField("output_format", "'output_format' must be 'png'");
+  }
+  for (const char* ignored : {"quality", "style", "user"}) {
+    KILN_ASSIGN_OR_RETURN(std::optional<std::string> v, f.String(ignored));
+    if (v && v->size() > 256) return InvalidField(ignored, StrCat("'", ignored, "' is too long"));
+  }
+  return out;
+}
+
+}  // namespace
+
+// ---- JsonFields ----------------------------------------------------------------------------
+
+std::vector<std::string> JsonFields::Names() const {
+  std::vector<std::string> out;
+  for (const auto& [k, v] : object_.items()) out.push_back(k);
+  return out;
+}
+
+absl::StatusOr<std::optional<std::string>> JsonFields::String(const std::string& name) const {
+  auto it = object_.find(name);
+  if (it == object_.end() || it->is_null()) return std::nullopt;
+  if (!it->is_string()) return TypeError(name, "a string");
+  return it->get<std::string>();
+}
+
+absl::StatusOr<std::optional<int64_t>> JsonFields::Int(const std::string& name) const {
+  auto it = object_.find(name);
+  if (it == object_.end() || it->is_null()) return std::nullopt;
+  if (it->is_number_integer()) {
+    if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+      return TypeError(name, "an integer in range");
+    }
+    return it->get<int64_t>();
+  }
+  if (it->is_number_float()) {
+    const double d = it->get<double>();
+    if (d == static_cast<double>(static_cast<int64_t>(d)) && std::abs(d) < 9e15) {
+      return static_cast<int64_t>(d);
+    }
+  }
+  return TypeError(name, "an integer");
+}
+
+absl::StatusOr<std::optional<uint64_t>> JsonFields::Uint(const std::string& name) const {
+  auto it = object_.find(name);
+  if (it == object_.end() || it->is_null()) return std::nullopt;
+  if (it->is_number_unsigned()) return it->get<uint64_t>();
+  if (it->is_number_integer() && it->get<int64_t>() >= 0) return static_cast<uint64_t>(it->get<int64_t>());
+  return TypeError(name, "a non-negative integer");
+}
+
+absl::StatusOr<std::optional<double>> JsonFields::Double(const std::string& name) const {
+  auto it = object_.find(name);
+  if (it == object_.end() || it->is_null()) return std::nullopt;
+  if (!it->is_number()) return TypeError(name, "a number");
+  return it->get<double>();
+}
+
+// ---- FormFields ----------------------------------------------------------------------------
+
+FormFields::FormFields(const std::vector<http::FormPart>& parts) {
+  for (const auto& p : parts) {
+    names_.push_back(p.name);
+    if (p.filename.empty()) values_[p.name] = std::string(p.data);
+  }
+}
+
+std::vector<std::string> FormFields::Names() const { return names_; }
+
+absl::StatusOr<std::optional<std::string>> FormFields::String(const std::string& name) const {
+  auto it = values_.find(name);
+  if (it == values_.end()) return std::nullopt;
+  return it->second;
+}
+
+absl::StatusOr<std::optional<int64_t>> FormFields::Int(const std::string& name) const {
+  auto it = values_.find(name);
+  if (it == values_.end()) return std::nullopt;
+  auto v = ParseInt(it->second);
+  if (!v.ok()) return TypeError(name, "an integer");
+  return *v;
+}
+
+absl::StatusOr<std::optional<uint64_t>> FormFields::Uint(const std::string& name) const {
+  auto it = values_.find(name);
+  if (it == values_.end()) return std::nullopt;
+  auto v = ParseUint(it->second);
+  if (!v.ok()) return TypeError(name, "a non-negative integer");
+  return *v;
+}
+
+absl::StatusOr<std::optional<double>> FormFields::Double(const std::string& name) const {
+  auto it = values_.find(name);
+  if (it == values_.end()) return std::nullopt;
+  auto v = ParseDouble(it->second);
+  if (!v.ok()) return TypeError(name, "a number");
+  return *v;
+}
+
+// ---- Endpoints -----------------------------------------------------------------------------
+
+absl::StatusOr<ImageRequest> ParseGenerationsRequest(std::string_view json_body,
+                                                     const engine::ModelRepository& models) {
+  nlohmann::json body = nlohmann::json::parse(json_body, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded()) {
+    return absl::InvalidArgumentError("the request body is not valid JSON");
+  }
+  if (!body.is_object()) return absl::InvalidArgumentError("the request body must be a JSON object");
+  JsonFields fields(body);
+  KILN_RETURN_IF_ERROR(CheckKnownFields(fields, {}));
+  KILN_ASSIGN_OR_RETURN(ImageRequest out, ParseCommon(fields, models));
+  KILN_RETURN_IF_ERROR(engine::CheckRequestForModel(out.generation, out.pipeline->spec()));
+  return out;
+}
+
+absl::StatusOr<ImageRequest> ParseEditsRequest(const std::vector<http::FormPart>& parts,
+                                               const engine::ModelRepository& models) {
+  FormFields fields(parts);
+  KILN_RETURN_IF_ERROR(
+      CheckKnownFields(fields, {"image", "image[]", "mask", "image_guidance_scale", "strength",
+                                "mode"}));
+  const http::FormPart* image_part = nullptr;
+  int images = 0;
+  for (const auto& p : parts) {
+    if (p.name == "mask") {
+      return InvalidField("mask", "'mask' (inpainting) is not supported; edits follow the prompt "
+                                  "as an instruction over the whole image");
+    }
+    if (p.name == "image" || p.name == "image[]") {
+      image_part = &p;
+      ++images;
+    }
+  }
+  if (!image_part) return InvalidField("image", "'image' is required: the image to edit");
+  if (images > 1) return InvalidField("image", "exactly one 'image' is supported");
+  KILN_ASSIGN_OR_RETURN(ImageRequest out, ParseCommon(fields, models));
+  const engine::ModelSpec& spec = out.pipeline->spec();
+
+  auto decoded = engine::DecodeImage(image_part->data, {kMaxImageBytes, kMaxImagePixels});
+  if (!decoded.ok()) return InvalidField("image", StrCat("'image': ", decoded.status().message()));
+
+  KILN_ASSIGN_OR_RETURN(std::optional<std::string> mode, fields.String("mode"));
+  const std::string m = mode ? *mode : (spec.supports_edit ? "edit" : "img2img");
+  if (m == "edit") {
+    engine::InstructEdit edit;
+    edit.image = std::move(*decoded);
+    KILN_ASSIGN_OR_RETURN(edit.image_guidance_scale,
+                          DoubleIn(fields, "image_guidance_scale", 0.0, 30.0,
+                                   spec.defaults.image_guidance_scale));
+    KILN_ASSIGN_OR_RETURN(std::optional<double> strength, fields.Double("strength"));
+    if (strength) return InvalidField("strength", "'strength' applies to mode 'img2img' only");
+    out.generation.conditioning = std::move(edit);
+  } else if (m == "img2img") {
+    engine::ImageToImage i2i;
+    i2i.image = std::move(*decoded);
+    KILN_ASSIGN_OR_RETURN(std::optional<double> strength, fields.Double("strength"));
+    if (strength && !(*strength > 0.0 && *strength <= 1.0)) {
+      return InvalidField("strength", "'strength' must be in (0, 1]");
+    }
+    if (strength) i2i.strength = *strength;
+    out.generation.conditioning = std::move(i2i);
+  } else {
+    return InvalidField("mode", "'mode' must be 'edit' or 'img2img'");
+  }
+  KILN_RETURN_IF_ERROR(engine::CheckRequestForModel(out.generation, spec));
+  return out;
+}
+
+}  // namespace kiln::api

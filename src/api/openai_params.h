@@ -1,0 +1,82 @@
+// Parsing and validation of the OpenAI images requests (JSON for generations, multipart form
+// for edits) into an engine::GenerationRequest. Both bodies are read through one FieldSource,
+// so the rules live in one place. Every error names the offending field. Thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/model_repository.h"
+#include "engine/request.h"
+#include "http/multipart.h"
+#include "nlohmann/json.hpp"
+
+namespace kiln::api {
+
+// Typed access to request fields; absent fields are nullopt, wrongly typed ones are errors.
+class FieldSource {
+ public:
+  virtual ~FieldSource() = default;
+  virtual std::vector<std::string> Names() const = 0;
+  virtual absl::StatusOr<std::optional<std::string>> String(const std::string& name) const = 0;
+  virtual absl::StatusOr<std::optional<int64_t>> Int(const std::string& name) const = 0;
+  virtual absl::StatusOr<std::optional<uint64_t>> Uint(const std::string& name) const = 0;
+  virtual absl::StatusOr<std::optional<double>> Double(const std::string& name) const = 0;
+};
+
+// A JSON object body. REQUIRES: object.is_object().
+class JsonFields final : public FieldSource {
+ public:
+  explicit JsonFields(const nlohmann::json& object) : object_(object) {}
+  std::vector<std::string> Names() const override;
+  absl::StatusOr<std::optional<std::string>> String(const std::string& name) const override;
+  absl::StatusOr<std::optional<int64_t>> Int(const std::string& name) const override;
+  absl::StatusOr<std::optional<uint64_t>> Uint(const std::string& name) const override;
+  absl::StatusOr<std::optional<double>> Double(const std::string& name) const override;
+
+ private:
+  const nlohmann::json& object_;
+};
+
+// The non-file parts of a multipart form.
+class FormFields final : public FieldSource {
+ public:
+  explicit FormFields(const std::vector<http::FormPart>& parts);
+  std::vector<std::string> Names() const override;
+  absl::StatusOr<std::optional<std::string>> String(const std::string& name) const override;
+  absl::StatusOr<std::optional<int64_t>> Int(const std::string& name) const override;
+  absl::StatusOr<std::optional<uint64_t>> Uint(const std::string& name) const override;
+  absl::StatusOr<std::optional<double>> Double(const std::string& name) const override;
+
+ private:
+  std::map<std::string, std::string> values_;
+  std::vector<std::string> names_;
+};
+
+enum class ResponseFormat { kB64Json, kUrl };
+
+// A validated images request, ready for the engine.
+struct ImageRequest {
+  engine::Pipeline* pipeline = nullptr;
+  std::string model;
+  engine::GenerationRequest generation;
+  ResponseFormat response_format = ResponseFormat::kB64Json;
+};
+
+
+inline constexpr size_t kMaxPromptChars = 1000;
+
+// POST /v1/images/generations.
+absl::StatusOr<ImageRequest> ParseGenerationsRequest(std::string_view json_body,
+                                                     const engine::ModelRepository& models);
+
+// POST /v1/images/edits: the parsed form parts (the image among them).
+absl::StatusOr<ImageRequest> ParseEditsRequest(const std::vector<http::FormPart>& parts,
+                                               const engine::ModelRepository& models);
+
+}  // namespace kiln::api

@@ -1,0 +1,52 @@
+// The subcommands of the `kiln` binary. Each returns the process exit code.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace kiln::cli {
+
+struct ServeOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  std::string models = "models";
+  std::string data = "data";
+  std::string queue;  // sqlite:///..., amqp://...  (serving core / distributed mode)
+  std::string store;  // file:///..., s3://...
+  std::string role = "all";
+  std::string config;
+  std::string device = "cpu";
+  int threads = 0;  // torch intra-op threads; 0 = all cores
+  bool log_text = false;
+};
+
+struct GenerateOptions {
+  std::string prompt;
+  std::string model;
+  std::string models = "models";
+  std::string negative_prompt;
+  std::optional<int> steps;
+  std::optional<double> guidance;
+  std::optional<uint64_t> seed;
+  std::string sampler;
+  std::string size;
+  int n = 1;
+  std::string image;
+  std::optional<double> strength;
+  bool edit = false;
+  std::optional<double> image_guidance;
+  std::string output;
+  std::string device = "cpu";
+  int threads = 0;
+};
+
+int RunServe(ServeOptions options);
+int RunGenerate(const GenerateOptions& options);
+
+// Applies a YAML config file's keys to `options` where the command line did not set them.
+// Returns an error message, or empty.
+std::string ApplyServeConfig(const std::string& path, ServeOptions& options,
+                             const ServeOptions& defaults);
+
+}  // namespace kiln::cli

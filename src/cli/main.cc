@@ -1,0 +1,64 @@
+// kiln: one binary for serving, generating and (later) load testing. See README.md.
+#include <torch/torch.h>
+
+#include "CLI/CLI.hpp"
+#include "cli/commands.h"
+#include "core/logging.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Kiln: image generation serving"};
+  app.require_subcommand(1);
+
+  kiln::cli::ServeOptions serve;
+  const kiln::cli::ServeOptions serve_defaults;
+  auto* s = app.add_subcommand("serve", "Serve the HTTP API");
+  s->add_option("--host", serve.host, "Address to listen on")->capture_default_str();
+  s->add_option("--port", serve.port, "Port (0 picks a free one)")->check(CLI::Range(0, 65535));
+  s->add_option("--models", serve.models, "Model repository directory");
+  s->add_option("--data", serve.data, "Data directory (queue and results)");
+  s->add_option("--queue", serve.queue, "Job queue URL (sqlite:///path, amqp://...)");
+  s->add_option("--store", serve.store, "Result store URL (file:///dir, s3://bucket/prefix)");
+  s->add_option("--role", serve.role, "all | gateway | worker")
+      ->check(CLI::IsMember({"all", "gateway", "worker"}));
+  s->add_option("--config", serve.config, "YAML config file");
+  s->add_option("--device", serve.device, "Torch device (cpu, cuda:0)");
+  s->add_option("--threads", serve.threads, "Torch intra-op threads (0 = all cores)")
+      ->check(CLI::Range(0, 1024));
+  s->add_flag("--log-text", serve.log_text, "Plain-text logs instead of JSON lines");
+
+  kiln::cli::GenerateOptions gen;
+  auto* g = app.add_subcommand("generate", "Generate images from a prompt into PNG files");
+  g->add_option("--prompt", gen.prompt, "Prompt (the instruction, with --edit)")->required();
+  g->add_option("--model", gen.model, "Model name (default: the first in --models)");
+  g->add_option("--models", gen.models, "Model repository directory");
+  g->add_option("--negative-prompt", gen.negative_prompt, "Negative prompt");
+  g->add_option("--steps", gen.steps, "Denoising steps (1..150)");
+  g->add_option("--guidance", gen.guidance, "Classifier-free guidance scale (0..30)");
+  g->add_option("--image-guidance", gen.image_guidance, "Image guidance scale for --edit");
+  g->add_option("--seed", gen.seed, "Seed (random when absent)");
+  g->add_option("--sampler", gen.sampler, "euler, euler_a, ddim, dpmpp_2m (+_karras)");
+  g->add_option("--size", gen.size, "WxH");
+  g->add_option("--n", gen.n, "Images (1..10); OUT gets an index suffix when > 1");
+  g->add_option("--image", gen.image, "Input image (PNG/JPEG) for img2img or --edit");
+  g->add_option("--strength", gen.strength, "img2img strength in (0, 1]");
+  g->add_flag("--edit", gen.edit, "Instruction edit of --image (InstructPix2Pix style)");
+  g->add_option("--output", gen.output, "Output PNG path")->required();
+  g->add_option("--device", gen.device, "Torch device (cpu, cuda:0)");
+  g->add_option("--threads", gen.threads, "Torch intra-op threads (0 = all cores)");
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (s->parsed()) {
+    if (!serve.config.empty()) {
+      std::string err = kiln::cli::ApplyServeConfig(serve.config, serve, serve_defaults);
+      if (!err.empty()) {
+        fprintf(stderr, "kiln serve: %s\n", err.c_str());
+        return 2;
+      }
+    }
+    kiln::log::Init(kiln::log::Level::kInfo, !serve.log_text);
+    return kiln::cli::RunServe(serve);
+  }
+  kiln::log::Init(kiln::log::Level::kWarn, false);
+  return kiln::cli::RunGenerate(gen);
+}

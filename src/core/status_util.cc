@@ -1,0 +1,52 @@
+#include "core/status_util.h"
+
+#include <charconv>
+
+#include "absl/strings/cord.h"
+#include "core/strings.h"
+
+namespace kiln {
+namespace {
+constexpr absl::string_view kFieldPayload = "kiln.dev/field";
+constexpr absl::string_view kHttpPayload = "kiln.dev/http-status";
+}  // namespace
+
+absl::Status InvalidField(std::string_view field, std::string_view message) {
+  return WithField(absl::InvalidArgumentError(std::string(message)), field);
+}
+
+absl::Status WithField(absl::Status status, std::string_view field) {
+  status.SetPayload(kFieldPayload, absl::Cord(std::string(field)));
+  return status;
+}
+
+std::optional<std::string> FieldOf(const absl::Status& status) {
+  auto payload = status.GetPayload(kFieldPayload);
+  if (!payload) return std::nullopt;
+  return std::string(*payload);
+}
+
+absl::Status WithHttpStatus(absl::Status status, int http_status) {
+  status.SetPayload(kHttpPayload, absl::Cord(StrCat(http_status)));
+  return status;
+}
+
+std::optional<int> HttpStatusOf(const absl::Status& status) {
+  auto payload = status.GetPayload(kHttpPayload);
+  if (!payload) return std::nullopt;
+  std::string text(*payload);
+  int value = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || ptr != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+absl::Status Annotate(const absl::Status& status, std::string_view context) {
+  if (status.ok()) return status;
+  absl::Status out(status.code(), StrCat(context, ": ", status.message()));
+  status.ForEachPayload(
+      [&out](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
+  return out;
+}
+
+}  // namespace kiln

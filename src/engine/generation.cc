@@ -1,0 +1,2 @@
+// TorchGeneration is a plain holder; its behaviour lives in Pipeline (pipeline.cc).
+#include "engine/generation.h"

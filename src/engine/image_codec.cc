@@ -1,0 +1,175 @@
+#include "engine/image_codec.h"
+
+#include <png.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "stb_image.h"
+#include "core/strings.h"
+
+namespace kiln::engine {
+namespace {
+
+struct PngWriteState {
+  std::string out;
+};
+
+void PngWrite(png_structp png, png_bytep data, png_size_t len) {
+  auto* st = static_cast<PngWriteState*>(png_get_io_ptr(png));
+  st->out.append(reinterpret_cast<const char*>(data), len);
+}
+
+void PngFlush(png_structp) {}
+
+struct PngReadState {
+  std::string_view in;
+  size_t pos = 0;
+};
+
+void PngRead(png_structp png, png_bytep data, png_size_t len) {
+  auto* st = static_cast<PngReadState*>(png_get_io_ptr(png));
+  if (st->pos + len > st->in.size()) png_error(png, "truncated PNG");
+  std::memcpy(data, st->in.data() + st->pos, len);
+  st->pos += len;
+}
+
+bool IsPng(std::string_view b) { return b.size() >= 8 && b.substr(0, 8) == "\x89PNG\r\n\x1a\n"; }
+bool IsJpeg(std::string_view b) {
+  return b.size() >= 3 && static_cast<unsigned char>(b[0]) == 0xFF &&
+         static_cast<unsigned char>(b[1]) == 0xD8 && static_cast<unsigned char>(b[2]) == 0xFF;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> EncodePng(
+    const Image& image, const std::vector<std::pair<std::string, std::string>>& text) {
+  if (image.width <= 0 || image.height <= 0 ||
+      image.rgb.size() != static_cast<size_t>(image.width) * image.height * 3) {
+    return absl::InvalidArgumentError("EncodePng: pixel buffer does not match the size");
+  }
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  if (!png) return absl::InternalError("png_create_write_struct failed");
+  png_infop info = png_create_info_struct(png);
+  PngWriteState st;
+  // libpng reports errors by longjmp; nothing with a destructor lives between here and there.
+  std::vector<png_text> chunks(text.size());
+  std::vector<png_bytep> rows(image.height);
+  if (!info || setjmp(png_jmpbuf(png))) {
+    png_destroy_write_struct(&png, &info);
+    return absl::InternalError("PNG encoding failed");
+  }
+  png_set_write_fn(png, &st, PngWrite, PngFlush);
+  png_set_IHDR(png, info, image.width, image.height, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  for (size_t i = 0; i < text.size(); ++i) {
+    std::memset(&chunks[i], 0, sizeof(png_text));
+    chunks[i].compression = PNG_ITXT_COMPRESSION_NONE;
+    chunks[i].key = const_cast<char*>(text[i].first.c_str());
+    chunks[i].text = const_cast<char*>(text[i].second.c_str());
+    chunks[i].itxt_length = text[i].second.size();
+  }
+  if (!chunks.empty()) png_set_text(png, info, chunks.data(), static_cast<int>(chunks.size()));
+  png_write_info(png, info);
+  for (int y = 0; y < image.height; ++y) {
+    rows[y] = const_cast<png_bytep>(image.rgb.data() + static_cast<size_t>(y) * image.width * 3);
+  }
+  png_write_image(png, rows.data());
+  png_write_end(png, nullptr);
+  png_destroy_write_struct(&png, &info);
+  return std::move(st.out);
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ReadPngText(
+    std::string_view bytes) {
+  if (!IsPng(bytes)) return absl::InvalidArgumentError("not a PNG");
+  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  if (!png) return absl::InternalError("png_create_read_struct failed");
+  png_infop info = png_create_info_struct(png);
+  PngReadState st{bytes, 0};
+  std::vector<std::pair<std::string, std::string>> out;
+  if (!info || setjmp(png_jmpbuf(png))) {
+    png_destroy_read_struct(&png, &info, nullptr);
+    return absl::InvalidArgumentError("malformed PNG");
+  }
+  png_set_read_fn(png, &st, PngRead);
+  png_read_info(png, info);
+  png_textp chunks = nullptr;
+  int count = 0;
+  png_get_text(png, info, &chunks, &count);
+  for (int i = 0; i < count; ++i) {
+    const size_t len = chunks[i].compression >= PNG_ITXT_COMPRESSION_NONE ? chunks[i].itxt_length
+                                                                          : chunks[i].text_length;
+    out.emplace_back(chunks[i].key, std::string(chunks[i].text, len));
+  }
+  png_destroy_read_struct(&png, &info, nullptr);
+  return out;
+}
+
+absl::StatusOr<Image> DecodeImage(std::string_view bytes, const DecodeLimits& limits) {
+  if (bytes.empty()) return absl::InvalidArgumentError("the image is empty");
+  if (bytes.size() > limits.max_bytes) {
+    return absl::InvalidArgumentError(
+        StrCat("the image is ", bytes.size(), " bytes; the limit is ", limits.max_bytes));
+  }
+  if (!IsPng(bytes) && !IsJpeg(bytes)) {
+    return absl::InvalidArgumentError("the image is not a PNG or JPEG file");
+  }
+  const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
+  const int len = static_cast<int>(bytes.size());
+  int w = 0, h = 0, comp = 0;
+  if (!stbi_info_from_memory(data, len, &w, &h, &comp)) {
+    return absl::InvalidArgumentError(
+        StrCat("the image cannot be decoded: ", stbi_failure_reason()));
+  }
+  if (w <= 0 || h <= 0 || static_cast<int64_t>(w) * h > limits.max_pixels) {
+    return absl::InvalidArgumentError(StrCat("the image is ", w, "x", h,
+                                                   "; the limit is ", limits.max_pixels,
+                                                   " pixels"));
+  }
+  stbi_uc* px = stbi_load_from_memory(data, len, &w, &h, &comp, 4);
+  if (!px) {
+    return absl::InvalidArgumentError(
+        StrCat("the image cannot be decoded: ", stbi_failure_reason()));
+  }
+  Image img{w, h, std::vector<uint8_t>(static_cast<size_t>(w) * h * 3)};
+  for (size_t i = 0; i < static_cast<size_t>(w) * h; ++i) {
+    const int a = px[i * 4 + 3];
+    for (int c = 0; c < 3; ++c) {
+      // Composite over white: transparent regions become white, as in most editors.
+      img.rgb[i * 3 + c] = static_cast<uint8_t>((px[i * 4 + c] * a + 255 * (255 - a) + 127) / 255);
+    }
+  }
+  stbi_image_free(px);
+  return img;
+}
+
+Image ResizeBilinear(const Image& src, int width, int height) {
+  if (src.width == width && src.height == height) return src;
+  Image out{width, height, std::vector<uint8_t>(static_cast<size_t>(width) * height * 3)};
+  const double sx = static_cast<double>(src.width) / width;
+  const double sy = static_cast<double>(src.height) / height;
+  for (int y = 0; y < height; ++y) {
+    const double fy = std::clamp((y + 0.5) * sy - 0.5, 0.0, src.height - 1.0);
+    const int y0 = static_cast<int>(fy), y1 = std::min(y0 + 1, src.height - 1);
+    const double wy = fy - y0;
+    for (int x = 0; x < width; ++x) {
+      const double fx = std::clamp((x + 0.5) * sx - 0.5, 0.0, src.width - 1.0);
+      const int x0 = static_cast<int>(fx), x1 = std::min(x0 + 1, src.width - 1);
+      const double wx = fx - x0;
+      for (int c = 0; c < 3; ++c) {
+        auto at = [&](int xx, int yy) {
+          return static_cast<double>(src.rgb[(static_cast<size_t>(yy) * src.width + xx) * 3 + c]);
+        };
+        const double v = (at(x0, y0) * (1 - wx) + at(x1, y0) * wx) * (1 - wy) +
+                         (at(x0, y1) * (1 - wx) + at(x1, y1) * wx) * wy;
+        out.rgb[(static_cast<size_t>(y) * width + x) * 3 + c] =
+            static_cast<uint8_t>(std::lround(std::clamp(v, 0.0, 255.0)));
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace kiln::engine

@@ -1,0 +1,35 @@
+// PNG encoding (libpng) with text chunks, and PNG/JPEG decoding (stb_image) with limits on
+// bytes and pixels checked before any pixel memory is allocated. Stateless; thread-safe.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/image.h"
+
+namespace kiln::engine {
+
+struct DecodeLimits {
+  size_t max_bytes = 16 << 20;
+  int64_t max_pixels = 4096 * 4096;
+};
+
+// Encodes RGB8 as PNG; each (key, value) becomes an iTXt chunk (UTF-8 text).
+absl::StatusOr<std::string> EncodePng(const Image& image,
+                                      const std::vector<std::pair<std::string, std::string>>& text);
+
+// Decodes a PNG or JPEG into RGB8 (alpha is composited over white). Errors: InvalidArgument
+// for data that is not a supported image or exceeds the limits.
+absl::StatusOr<Image> DecodeImage(std::string_view bytes, const DecodeLimits& limits);
+
+// Reads the iTXt/tEXt chunks of a PNG (for tests and tools).
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ReadPngText(
+    std::string_view png);
+
+// Bilinear resize (used to fit input images to the requested size).
+Image ResizeBilinear(const Image& src, int width, int height);
+
+}  // namespace kiln::engine

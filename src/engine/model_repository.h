@@ -1,0 +1,43 @@
+// ModelRepository: every model folder under a directory, loaded once at start-up. A folder that
+// fails to load is kept as a broken entry with its error (reported by /readyz and the log) and
+// does not affect the others. Immutable after Load(); thread-safe.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/pipeline.h"
+
+namespace kiln::engine {
+
+struct ModelEntry {
+  std::string name;
+  absl::Status status;                // OK when loaded
+  std::unique_ptr<Pipeline> pipeline;  // set when loaded
+  double load_seconds = 0;
+};
+
+class ModelRepository {
+ public:
+  // Loads every sub-folder of `dir` that contains a model.yaml. Fails only when `dir` itself
+  // cannot be read; broken models are entries with an error.
+  static absl::StatusOr<std::unique_ptr<ModelRepository>> Load(const std::filesystem::path& dir,
+                                                               const std::string& device = "cpu");
+
+  // The loaded model `name`: NotFound (unknown) or Unavailable (broken, with its error).
+  absl::StatusOr<Pipeline*> Find(const std::string& name) const;
+
+  // The first loaded model in name order, used when a request names none.
+  absl::StatusOr<Pipeline*> Default() const;
+
+  const std::vector<ModelEntry>& entries() const { return entries_; }
+  bool AllLoaded() const;
+
+ private:
+  std::vector<ModelEntry> entries_;  // sorted by name
+};
+
+}  // namespace kiln::engine

@@ -1,0 +1,76 @@
+// ModelSpec: the validated contents of a model folder's model.yaml (docs/model-repository.md).
+// Plain data; thread-compatible.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/strings.h"
+
+namespace kiln::engine {
+
+enum class ModelKind { kPixel, kLatent };
+enum class BetaSchedule { kLinear, kScaledLinear, kSquaredCosCapV2 };
+enum class PredictionType { kEps, kV };
+enum class TokenizerType { kWords, kClipBpe };
+
+struct ScheduleSpec {
+  int num_train_timesteps = 1000;
+  BetaSchedule beta_schedule = BetaSchedule::kScaledLinear;
+  double beta_start = 0.00085;
+  double beta_end = 0.012;
+  PredictionType prediction_type = PredictionType::kEps;
+};
+
+struct TokenizerSpec {
+  TokenizerType type = TokenizerType::kWords;
+  int max_length = 77;
+  std::filesystem::path vocab;   // absolute
+  std::filesystem::path merges;  // clip_bpe only
+  bool pad_with_eos = true;      // clip_bpe only; false pads with id 0
+};
+
+struct ModelDefaults {
+  int steps = 20;
+  double guidance_scale = 7.5;
+  double image_guidance_scale = 1.5;
+  std::string sampler = "euler";
+};
+
+struct ModelSpec {
+  std::string name;
+  std::filesystem::path dir;
+  ModelKind kind = ModelKind::kPixel;
+  std::string description;
+  bool supports_generate = true;
+  bool supports_edit = false;
+  std::vector<ImageSize> sizes;  // first is the default
+  int channels = 3;
+  int image_cond_channels = 0;
+  int downsample = 1;
+  double latent_scale = 1.0;
+  double image_cond_scale = 1.0;
+  int max_batch = 8;
+  ScheduleSpec schedule;
+  ModelDefaults defaults;
+  TokenizerSpec tokenizer;
+  std::filesystem::path text_encoder;  // absolute paths; decoder/encoder empty when absent
+  std::filesystem::path denoiser;
+  std::filesystem::path decoder;
+  std::filesystem::path encoder;
+
+  bool SupportsSize(const ImageSize& size) const;
+};
+
+// Reads and validates `dir/model.yaml`; the model's name is the folder's name. Errors name the
+// file and the field. Referenced files must exist.
+absl::StatusOr<ModelSpec> LoadModelSpec(const std::filesystem::path& dir);
+
+// Validates YAML text as if it were `dir/model.yaml` (for tests and tools).
+absl::StatusOr<ModelSpec> ParseModelSpec(std::string_view yaml_text,
+                                         const std::filesystem::path& dir);
+
+}  // namespace kiln::engine

@@ -1,0 +1,351 @@
+#include "engine/pipeline.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/script.h>
+
+#include <cmath>
+
+#include "absl/synchronization/mutex.h"
+#include "core/status_util.h"
+#include "engine/generation.h"
+#include "engine/image_codec.h"
+#include "engine/samplers/schedule.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "core/strings.h"
+
+namespace kiln::engine {
+namespace {
+
+std::string ShapeString(const torch::Tensor& t) {
+  std::string s = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) StrAppend(&s, i ? "," : "", t.size(i));
+  return s + "]";
+}
+
+// Image RGB8 -> float [1, 3, H, W] in [-1, 1].
+torch::Tensor ImageToTensor(const Image& img) {
+  torch::Tensor t = torch::from_blob(const_cast<uint8_t*>(img.rgb.data()),
+                                     {img.height, img.width, 3}, torch::kUInt8)
+                        .to(torch::kFloat32);
+  return (t.permute({2, 0, 1}).unsqueeze(0) / 127.5 - 1.0).contiguous();
+}
+
+// float [3, H, W] in [-1, 1] -> Image RGB8.
+Image TensorToImage(const torch::Tensor& chw) {
+  torch::Tensor u8 = ((chw.clamp(-1.0, 1.0) + 1.0) * 127.5)
+                         .round()
+                         .to(torch::kUInt8)
+                         .permute({1, 2, 0})
+                         .contiguous();
+  Image img{static_cast<int>(u8.size(1)), static_cast<int>(u8.size(0)), {}};
+  img.rgb.assign(u8.data_ptr<uint8_t>(), u8.data_ptr<uint8_t>() + u8.numel());
+  return img;
+}
+
+}  // namespace
+
+struct Pipeline::Impl {
+  ModelSpec spec;
+  torch::Device device{torch::kCPU};
+  std::unique_ptr<Tokenizer> tokenizer;
+  NoiseSchedule schedule;
+  // TorchScript modules are used by one thread at a time: the replica's step loop.
+  absl::Mutex mu;
+  torch::jit::Module text_encoder ABSL_GUARDED_BY(mu);
+  torch::jit::Module denoiser ABSL_GUARDED_BY(mu);
+  std::optional<torch::jit::Module> decoder ABSL_GUARDED_BY(mu);
+  std::optional<torch::jit::Module> encoder ABSL_GUARDED_BY(mu);
+
+  absl::StatusOr<torch::Tensor> EncodeText(const std::vector<std::string>& prompts)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  absl::StatusOr<torch::Tensor> EncodeImage(const Image& image) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  absl::Status StepLocked(std::span<Generation* const> batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+};
+
+Pipeline::Pipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Pipeline::~Pipeline() = default;
+
+const ModelSpec& Pipeline::spec() const { return impl_->spec; }
+
+absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Load(const ModelSpec& spec,
+                                                         const std::string& device) {
+  auto impl = std::make_unique<Impl>();
+  impl->spec = spec;
+  KILN_ASSIGN_OR_RETURN(impl->tokenizer, Tokenizer::Create(spec.tokenizer));
+  KILN_ASSIGN_OR_RETURN(impl->schedule, NoiseSchedule::Create(spec.schedule));
+  auto load = [&](const std::filesystem::path& path) -> absl::StatusOr<torch::jit::Module> {
+    try {
+      torch::jit::Module m = torch::jit::load(path.string(), impl->device);
+      m.eval();
+      return m;
+    } catch (const std::exception& e) {
+      return absl::InvalidArgumentError(
+          StrCat(path.string(), ": not a loadable TorchScript module: ", e.what()));
+    }
+  };
+  try {
+    impl->device = torch::Device(device);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(StrCat("bad device '", device, "': ", e.what()));
+  }
+  absl::MutexLock lock(&impl->mu);
+  KILN_ASSIGN_OR_RETURN(impl->text_encoder, load(spec.text_encoder));
+  KILN_ASSIGN_OR_RETURN(impl->denoiser, load(spec.denoiser));
+  if (!spec.decoder.empty()) {
+    KILN_ASSIGN_OR_RETURN(auto m, load(spec.decoder));
+    impl->decoder = std::move(m);
+  }
+  if (!spec.encoder.empty()) {
+    KILN_ASSIGN_OR_RETURN(auto m, load(spec.encoder));
+    impl->encoder = std::move(m);
+  }
+  return std::unique_ptr<Pipeline>(new Pipeline(std::move(impl)));
+}
+
+absl::StatusOr<torch::Tensor> Pipeline::Impl::EncodeText(const std::vector<std::string>& prompts) {
+  const int64_t len = tokenizer->max_length();
+  std::vector<int64_t> ids;
+  for (const auto& p : prompts) {
+    std::vector<int64_t> row = tokenizer->Encode(p);
+    ids.insert(ids.end(), row.begin(), row.end());
+  }
+  torch::Tensor input =
+      torch::from_blob(ids.data(), {static_cast<int64_t>(prompts.size()), len}, torch::kInt64)
+          .clone()
+          .to(device);
+  try {
+    torch::Tensor hidden = text_encoder.forward({input}).toTensor().to(torch::kFloat32);
+    if (hidden.dim() != 3 || hidden.size(0) != input.size(0) || hidden.size(1) != len) {
+      return absl::InternalError(
+          StrCat("model '", spec.name, "': text_encoder returned ", ShapeString(hidden),
+                       ", expected [", input.size(0), ",", len, ",D]"));
+    }
+    return hidden;
+  } catch (const std::exception& e) {
+    return absl::InternalError(StrCat("model '", spec.name, "': text_encoder failed: ", e.what()));
+  }
+}
+
+absl::StatusOr<torch::Tensor> Pipeline::Impl::EncodeImage(const Image& image) {
+  torch::Tensor pixels = ImageToTensor(image).to(device);
+  if (spec.kind == ModelKind::kPixel) return pixels;
+  if (!encoder) {
+    return InvalidField("image", StrCat("model '", spec.name, "' has no encoder"));
+  }
+  try {
+    torch::Tensor latent = encoder->forward({pixels}).toTensor().to(torch::kFloat32);
+    const int64_t h = image.height / spec.downsample, w = image.width / spec.downsample;
+    if (latent.dim() != 4 || latent.size(1) != spec.channels || latent.size(2) != h ||
+        latent.size(3) != w) {
+      return absl::InternalError(
+          StrCat("model '", spec.name, "': encoder returned ", ShapeString(latent),
+                       ", expected [1,", spec.channels, ",", h, ",", w, "]"));
+    }
+    return latent;
+  } catch (const std::exception& e) {
+    return absl::InternalError(StrCat("model '", spec.name, "': encoder failed: ", e.what()));
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Generation>> Pipeline::Start(const GenerationRequest& request) {
+  Impl& m = *impl_;
+  KILN_RETURN_IF_ERROR(CheckRequestForModel(request, m.spec));
+  c10::InferenceMode inference;
+  const int64_t h = request.size.height / m.spec.downsample;
+  const int64_t w = request.size.width / m.spec.downsample;
+  const int64_t c = m.spec.channels;
+
+  SigmaPlan plan = PlanSigmas(m.schedule, request.sampler, request.steps);
+  int start_step = 0;
+  if (const auto* i2i = std::get_if<ImageToImage>(&request.conditioning)) {
+    // As diffusers' img2img: keep the last round(steps * strength) steps, at least one.
+    const int kept = std::clamp(static_cast<int>(request.steps * i2i->strength), 1, request.steps);
+    start_step = request.steps - kept;
+  }
+  auto gen = std::make_unique<TorchGeneration>(Sampler(request.sampler, plan, start_step),
+                                               request.n);
+  for (int i = 0; i < request.n; ++i) {
+    gen->generators.push_back(
+        at::make_generator<at::CPUGeneratorImpl>(request.seed + static_cast<uint64_t>(i)));
+  }
+  // Noise is drawn on the CPU from per-image generators, so a seed gives the same image on
+  // any device and in any batch.
+  torch::Tensor noise = RowNoise({request.n, c, h, w}, gen->generators);
+
+  absl::MutexLock lock(&m.mu);
+  KILN_ASSIGN_OR_RETURN(torch::Tensor hidden,
+                        m.EncodeText({request.prompt, request.negative_prompt}));
+  gen->hidden = hidden.slice(0, 0, 1);
+  gen->hidden_neg = hidden.slice(0, 1, 2);
+  gen->guidance_scale = request.guidance_scale;
+  gen->mode = request.guidance_scale == 1.0 ? GuidanceMode::kNone : GuidanceMode::kClassifierFree;
+  gen->image_cond = torch::zeros({1, m.spec.image_cond_channels, h, w}, torch::kFloat32).to(m.device);
+
+  if (const auto* edit = std::get_if<InstructEdit>(&request.conditioning)) {
+    Image src = ResizeBilinear(edit->image, request.size.width, request.size.height);
+    KILN_ASSIGN_OR_RETURN(torch::Tensor cond, m.EncodeImage(src));
+    if (cond.size(1) != m.spec.image_cond_channels) {
+      return absl::InternalError(
+          StrCat("model '", m.spec.name, "': image_cond_channels is ",
+                       m.spec.image_cond_channels, " but the encoded image has ", cond.size(1)));
+    }
+    gen->image_cond = m.spec.kind == ModelKind::kLatent ? cond * m.spec.image_cond_scale : cond;
+    gen->mode = GuidanceMode::kInstructEdit;
+    gen->image_guidance_scale = edit->image_guidance_scale;
+    gen->x = noise.to(m.device) * plan.init_noise_sigma;
+  } else if (const auto* i2i = std::get_if<ImageToImage>(&request.conditioning)) {
+    Image src = ResizeBilinear(i2i->image, request.size.width, request.size.height);
+    KILN_ASSIGN_OR_RETURN(torch::Tensor init, m.EncodeImage(src));
+    if (m.spec.kind == ModelKind::kLatent) init = init * m.spec.latent_scale;
+    gen->x = init.expand({request.n, c, h, w}) + noise.to(m.device) * plan.sigmas[start_step];
+  } else {
+    gen->x = noise.to(m.device) * plan.init_noise_sigma;
+  }
+  return std::unique_ptr<Generation>(std::move(gen));
+}
+
+absl::Status Pipeline::Step(std::span<Generation* const> batch) {
+  absl::MutexLock lock(&impl_->mu);
+  return impl_->StepLocked(batch);
+}
+
+absl::Status Pipeline::Impl::StepLocked(std::span<Generation* const> batch) {
+  c10::InferenceMode inference;
+  // Assemble rows: per generation, per branch, the n images.
+  std::vector<torch::Tensor> xs, ts, hs, conds;
+  for (Generation* g : batch) {
+    auto* tg = static_cast<TorchGeneration*>(g);
+    if (tg->done()) return absl::InternalError("Step called on a finished generation");
+    const Sampler& s = tg->sampler;
+    const int64_t n = tg->n;
+    torch::Tensor x_in = tg->x * s.input_scale();
+    torch::Tensor t = torch::full({n}, s.timestep(), torch::kFloat32).to(device);
+    torch::Tensor zeros = torch::zeros_like(tg->image_cond);
+    auto add = [&](const torch::Tensor& hidden, const torch::Tensor& cond) {
+      xs.push_back(x_in);
+      ts.push_back(t);
+      hs.push_back(hidden.expand({n, hidden.size(1), hidden.size(2)}));
+      conds.push_back(cond.expand({n, cond.size(1), cond.size(2), cond.size(3)}));
+    };
+    switch (tg->mode) {
+      case GuidanceMode::kNone:
+        add(tg->hidden, tg->image_cond);
+        break;
+      case GuidanceMode::kClassifierFree:
+        add(tg->hidden, tg->image_cond);
+        add(tg->hidden_neg, tg->image_cond);
+        break;
+      case GuidanceMode::kInstructEdit:
+        add(tg->hidden, tg->image_cond);
+        add(tg->hidden_neg, tg->image_cond);
+        add(tg->hidden_neg, zeros);
+        break;
+    }
+  }
+  torch::Tensor x_all = torch::cat(xs), t_all = torch::cat(ts);
+  torch::Tensor h_all = torch::cat(hs), c_all = torch::cat(conds);
+  const int64_t total = x_all.size(0);
+  std::vector<torch::Tensor> outs;
+  try {
+    for (int64_t begin = 0; begin < total; begin += spec.max_batch) {
+      const int64_t end = std::min<int64_t>(total, begin + spec.max_batch);
+      torch::Tensor out =
+          denoiser
+              .forward({x_all.slice(0, begin, end).contiguous(), t_all.slice(0, begin, end),
+                        h_all.slice(0, begin, end).contiguous(),
+                        c_all.slice(0, begin, end).contiguous()})
+              .toTensor()
+              .to(torch::kFloat32);
+      if (out.sizes() != x_all.slice(0, begin, end).sizes()) {
+        return absl::InternalError(
+            StrCat("model '", spec.name, "': denoiser returned ", ShapeString(out),
+                         ", expected ", ShapeString(x_all.slice(0, begin, end))));
+      }
+      outs.push_back(out);
+    }
+  } catch (const std::exception& e) {
+    return absl::InternalError(StrCat("model '", spec.name, "': denoiser failed: ", e.what()));
+  }
+  torch::Tensor pred_all = torch::cat(outs);
+
+  // Split the predictions back, apply guidance, and advance each sampler.
+  int64_t row = 0;
+  for (Generation* g : batch) {
+    auto* tg = static_cast<TorchGeneration*>(g);
+    const int64_t n = tg->n;
+    auto take = [&] {
+      torch::Tensor p = pred_all.slice(0, row, row + n);
+      row += n;
+      return p;
+    };
+    torch::Tensor pred;
+    switch (tg->mode) {
+      case GuidanceMode::kNone:
+        pred = take();
+        break;
+      case GuidanceMode::kClassifierFree: {
+        torch::Tensor cond = take(), uncond = take();
+        pred = uncond + (cond - uncond) * tg->guidance_scale;
+        break;
+      }
+      case GuidanceMode::kInstructEdit: {
+        torch::Tensor full = take(), img = take(), uncond = take();
+        pred = uncond + (img - uncond) * tg->image_guidance_scale +
+               (full - img) * tg->guidance_scale;
+        break;
+      }
+    }
+    const double sigma = tg->sampler.sigma();
+    torch::Tensor denoised;
+    if (spec.schedule.prediction_type == PredictionType::kEps) {
+      denoised = tg->x - pred * sigma;
+    } else {
+      const double s2 = sigma * sigma + 1.0;
+      denoised = tg->x / s2 - pred * (sigma / std::sqrt(s2));
+    }
+    tg->sampler.Advance(tg->x, denoised, tg->generators);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<Image>> Pipeline::Finish(Generation& generation) {
+  auto& tg = static_cast<TorchGeneration&>(generation);
+  if (!tg.done()) return absl::InternalError("Finish called before the last step");
+  Impl& m = *impl_;
+  c10::InferenceMode inference;
+  torch::Tensor x = tg.sampler.Output(tg.x);
+  torch::Tensor pixels;
+  if (m.spec.kind == ModelKind::kLatent) {
+    absl::MutexLock lock(&m.mu);
+    try {
+      pixels = m.decoder->forward({x / m.spec.latent_scale}).toTensor().to(torch::kFloat32);
+    } catch (const std::exception& e) {
+      return absl::InternalError(StrCat("model '", m.spec.name, "': decoder failed: ", e.what()));
+    }
+    const int64_t hh = x.size(2) * m.spec.downsample, ww = x.size(3) * m.spec.downsample;
+    if (pixels.dim() != 4 || pixels.size(1) != 3 || pixels.size(2) != hh || pixels.size(3) != ww) {
+      return absl::InternalError(
+          StrCat("model '", m.spec.name, "': decoder returned ", ShapeString(pixels),
+                       ", expected [", x.size(0), ",3,", hh, ",", ww, "]"));
+    }
+  } else {
+    pixels = x;
+  }
+  pixels = pixels.to(torch::kCPU);
+  std::vector<Image> images;
+  for (int64_t i = 0; i < pixels.size(0); ++i) images.push_back(TensorToImage(pixels[i]));
+  return images;
+}
+
+absl::StatusOr<std::vector<Image>> Pipeline::Generate(const GenerationRequest& request,
+                                                      const std::function<void(int, int)>& on_step) {
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Generation> gen, Start(request));
+  Generation* batch[] = {gen.get()};
+  while (!gen->done()) {
+    KILN_RETURN_IF_ERROR(Step(batch));
+    if (on_step) on_step(gen->step(), gen->num_steps());
+  }
+  return Finish(*gen);
+}
+
+}  // namespace kiln::engine

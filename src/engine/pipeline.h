@@ -1,0 +1,64 @@
+// Pipeline: one loaded model (text encoder, denoiser, optional decoder/encoder) that runs
+// generations step by step. A generation is started, then advanced by Step() calls that may
+// batch several generations into one denoiser call, then finished into images.
+// Thread-safety: Start/Step/Finish may be called from several threads; calls that touch the
+// model's modules are serialised internally, so one Pipeline is one replica of the model.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/image.h"
+#include "engine/model_spec.h"
+#include "engine/request.h"
+
+namespace kiln::engine {
+
+// One request in flight: its latents, sampler state and conditioning. Opaque outside engine/.
+class Generation {
+ public:
+  virtual ~Generation() = default;
+  virtual int step() const = 0;       // steps taken so far (img2img starts above 0)
+  virtual int num_steps() const = 0;  // the request's steps
+  virtual bool done() const = 0;
+  // Denoiser rows this generation adds to a batch: n images times 1 (no guidance), 2 (CFG) or
+  // 3 (instruction edit).
+  virtual int rows() const = 0;
+};
+
+class Pipeline {
+ public:
+  ~Pipeline();
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+
+  // Loads the TorchScript parts of `spec` onto the CPU (or `device`, e.g. "cuda:0").
+  static absl::StatusOr<std::unique_ptr<Pipeline>> Load(const ModelSpec& spec,
+                                                        const std::string& device = "cpu");
+
+  const ModelSpec& spec() const;
+
+  // Tokenizes and encodes the prompts, prepares noise or the input image.
+  absl::StatusOr<std::unique_ptr<Generation>> Start(const GenerationRequest& request);
+
+  // Runs one denoising step for every generation in `batch` (none may be done), splitting the
+  // rows into denoiser calls of at most spec().max_batch rows.
+  absl::Status Step(std::span<Generation* const> batch);
+
+  // Decodes a finished generation into its n images. REQUIRES: generation.done().
+  absl::StatusOr<std::vector<Image>> Finish(Generation& generation);
+
+  // Start, Step until done, Finish. `on_step(step, num_steps)` runs after each step.
+  absl::StatusOr<std::vector<Image>> Generate(
+      const GenerationRequest& request, const std::function<void(int, int)>& on_step = nullptr);
+
+ private:
+  struct Impl;
+  explicit Pipeline(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kiln::engine

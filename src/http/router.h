@@ -1,0 +1,43 @@
+// Router: maps (method, path pattern) to handlers. Patterns are literal segments and `{name}`
+// captures ("/v1/jobs/{id}"). Routes are added before serving starts; Dispatch is thread-safe.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "http/message.h"
+
+namespace kiln::http {
+
+using PathParams = std::map<std::string, std::string>;
+using Handler = std::function<Response(const Request&, const PathParams&)>;
+// Renders an error response (the API's error shape) for failures the router detects itself.
+using ErrorRenderer = std::function<Response(int status, const std::string& message)>;
+
+class Router {
+ public:
+  explicit Router(ErrorRenderer render_error);
+
+  void Add(std::string method, std::string pattern, Handler handler);
+
+  // Runs the matching handler: 404 for an unknown path, 405 (with Allow) for a known path and
+  // another method.
+  Response Dispatch(const Request& request) const;
+
+  const ErrorRenderer& render_error() const { return render_error_; }
+
+ private:
+  struct Route {
+    std::string method;
+    std::vector<std::string> segments;
+    Handler handler;
+  };
+  static bool Match(const Route& route, const std::vector<std::string>& segments, PathParams& params);
+
+  ErrorRenderer render_error_;
+  std::vector<Route> routes_;
+};
+
+}  // namespace kiln::http

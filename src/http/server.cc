@@ -1,0 +1,231 @@
+#include "http/server.h"
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "core/logging.h"
+#include "core/strings.h"
+
+namespace kiln::http {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
+using tcp = asio::ip::tcp;
+
+}  // namespace
+
+struct Server::Impl {
+  ServerOptions options;
+  const Router* router = nullptr;
+  asio::io_context ioc;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  tcp::acceptor acceptor{ioc};
+  asio::thread_pool handlers;
+  std::vector<std::thread> io_threads;
+  std::atomic<int> in_flight{0};
+  std::atomic<bool> stopping{false};
+  absl::Mutex mu;
+  bool shut_down ABSL_GUARDED_BY(mu) = false;
+  uint16_t port = 0;
+
+  explicit Impl(const ServerOptions& o) : options(o), handlers(o.handler_threads) {}
+
+  void Accept();
+};
+
+namespace {
+
+// One connection: read a request, run its handler on the pool, write the response, repeat.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, Server::Impl* server)
+      : stream_(std::move(socket)), server_(server) {}
+
+  void Run() {
+    asio::dispatch(stream_.get_executor(),
+                   beast::bind_front_handler(&Session::Read, shared_from_this()));
+  }
+
+ private:
+  void Read() {
+    if (server_->stopping) return Close();
+    parser_.emplace();
+    parser_->body_limit(server_->options.max_body_bytes);
+    parser_->header_limit(static_cast<uint32_t>(server_->options.max_header_bytes));
+    stream_.expires_after(first_request_ ? server_->options.read_timeout
+                                         : server_->options.idle_timeout);
+    bhttp::async_read(stream_, buffer_, *parser_,
+                      beast::bind_front_handler(&Session::OnRead, shared_from_this()));
+  }
+
+  void OnRead(beast::error_code ec, size_t) {
+    first_request_ = false;
+    if (ec == bhttp::error::end_of_stream || ec == asio::error::operation_aborted ||
+        ec == beast::error::timeout || ec == asio::error::connection_reset ||
+        ec == asio::error::eof) {
+      return Close();
+    }
+    if (ec == bhttp::error::body_limit) {
+      return WriteError(413, StrCat("request body exceeds the limit of ",
+                                          server_->options.max_body_bytes, " bytes"));
+    }
+    if (ec == bhttp::error::header_limit) return WriteError(431, "request headers are too large");
+    if (ec) return WriteError(400, StrCat("malformed HTTP request: ", ec.message()));
+
+    auto req = parser_->release();
+    keep_alive_ = req.keep_alive();
+    auto request = std::make_shared<Request>();
+    request->method = std::string(req.method_string());
+    request->target = std::string(req.target());
+    for (const auto& field : req) {
+      request->headers[ToLowerAscii(std::string(field.name_string()))] =
+          std::string(field.value());
+    }
+    request->body = std::move(req.body());
+    beast::error_code ep_ec;
+    auto ep = stream_.socket().remote_endpoint(ep_ec);
+    if (!ep_ec) request->remote = ep.address().to_string();
+    if (!ParseTarget(request->target, request->path, request->query)) {
+      return WriteError(400, "malformed request target");
+    }
+    version_ = req.version();
+    stream_.expires_never();
+    ++server_->in_flight;
+    // The handler may block (it may wait for a model): run it off the I/O threads.
+    asio::post(server_->handlers, [self = shared_from_this(), request] {
+      Response response;
+      try {
+        response = self->server_->router->Dispatch(*request);
+      } catch (const std::exception& e) {
+        log::Error("handler threw", {{"path", request->path}, {"error", e.what()}});
+        response = self->server_->router->render_error()(500, "internal error");
+      }
+      asio::post(self->stream_.get_executor(), [self, response = std::move(response)]() mutable {
+        self->Write(std::move(response), /*counted=*/true);
+      });
+    });
+  }
+
+  void WriteError(int status, const std::string& message) {
+    keep_alive_ = false;
+    Write(server_->router->render_error()(status, message));
+  }
+
+  // `counted`: the request is in Server::in_flight until its response is written.
+  void Write(Response response, bool counted = false) {
+    auto res = std::make_shared<bhttp::response<bhttp::string_body>>();
+    res->version(version_);
+    res->result(static_cast<unsigned>(response.status));
+    res->set(bhttp::field::server, "kiln");
+    if (!response.content_type.empty()) res->set(bhttp::field::content_type, response.content_type);
+    for (auto& [k, v] : response.headers) res->set(k, v);
+    res->body() = std::move(response.body);
+    const bool keep = keep_alive_ && !server_->stopping;
+    res->keep_alive(keep);
+    res->prepare_payload();
+    stream_.expires_after(server_->options.read_timeout);
+    bhttp::async_write(stream_, *res,
+                       [self = shared_from_this(), res, keep, counted](beast::error_code ec,
+                                                                       size_t) {
+                         if (counted) --self->server_->in_flight;
+                         if (ec || !keep) return self->Close();
+                         self->Read();
+                       });
+  }
+
+  void Close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.socket().close(ec);
+  }
+
+  beast::tcp_stream stream_;
+  Server::Impl* server_;
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  bool keep_alive_ = true;
+  bool first_request_ = true;
+  unsigned version_ = 11;
+};
+
+}  // namespace
+
+void Server::Impl::Accept() {
+  acceptor.async_accept(asio::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+    if (ec) {
+      if (ec == asio::error::operation_aborted || stopping) return;
+      log::Warn("accept failed", {{"error", ec.message()}});
+    } else {
+      std::make_shared<Session>(std::move(socket), this)->Run();
+    }
+    if (!stopping) Accept();
+  });
+}
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() { Shutdown(std::chrono::seconds(5)); }
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options,
+                                                      const Router& router) {
+  auto impl = std::make_unique<Impl>(options);
+  impl->router = &router;
+  beast::error_code ec;
+  auto address = asio::ip::make_address(options.host, ec);
+  if (ec) return absl::InvalidArgumentError(StrCat("bad host '", options.host, "'"));
+  tcp::endpoint endpoint(address, options.port);
+  impl->acceptor.open(endpoint.protocol(), ec);
+  if (!ec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) impl->acceptor.bind(endpoint, ec);
+  if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return absl::UnavailableError(
+        StrCat("cannot listen on ", options.host, ":", options.port, ": ", ec.message()));
+  }
+  impl->port = impl->acceptor.local_endpoint().port();
+  impl->work.emplace(impl->ioc.get_executor());
+  impl->Accept();
+  for (int i = 0; i < std::max(1, options.io_threads); ++i) {
+    impl->io_threads.emplace_back([ioc = &impl->ioc] { ioc->run(); });
+  }
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+uint16_t Server::port() const { return impl_->port; }
+
+int Server::in_flight() const { return impl_->in_flight.load(); }
+
+void Server::Shutdown(std::chrono::milliseconds drain) {
+  {
+    absl::MutexLock lock(&impl_->mu);
+    if (impl_->shut_down) return;
+    impl_->shut_down = true;
+  }
+  impl_->stopping = true;
+  asio::post(impl_->ioc, [impl = impl_.get()] {
+    beast::error_code ec;
+    impl->acceptor.close(ec);
+  });
+  // Let requests already being handled finish and their responses go out.
+  const auto deadline = std::chrono::steady_clock::now() + drain;
+  absl::Mutex wait_mu;
+  absl::MutexLock lock(&wait_mu);
+  while (impl_->in_flight.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    wait_mu.AwaitWithTimeout(absl::Condition(+[](std::atomic<int>* n) { return n->load() == 0; },
+                                             &impl_->in_flight),
+                             absl::Milliseconds(20));
+  }
+  impl_->work.reset();
+  impl_->ioc.stop();
+  for (auto& t : impl_->io_threads) t.join();
+  impl_->handlers.join();
+}
+
+}  // namespace kiln::http

@@ -1,0 +1,51 @@
+// Server: an HTTP/1.1 server (Boost.Beast) that reads requests on a few I/O threads and runs
+// handlers on a separate pool, so a handler that waits for a model never stalls the sockets.
+// Thread-safe. Beast stays inside server.cc.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "http/router.h"
+
+namespace kiln::http {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  uint16_t port = 8080;  // 0 picks a free port; see Server::port()
+  int io_threads = 2;
+  int handler_threads = 16;
+  size_t max_body_bytes = 32 << 20;
+  size_t max_header_bytes = 16 << 10;
+  std::chrono::seconds read_timeout{60};  // to receive one whole request
+  std::chrono::seconds idle_timeout{75};  // keep-alive connections with no request
+};
+
+class Server {
+ public:
+  ~Server();  // Shutdown() if still running
+
+  // Binds and starts serving `router` (which must outlive the server).
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options,
+                                                       const Router& router);
+
+  uint16_t port() const;
+
+  // Stops accepting, lets in-flight requests finish (up to `drain`), closes idle connections,
+  // and joins every thread. Idempotent.
+  void Shutdown(std::chrono::milliseconds drain = std::chrono::seconds(30));
+
+  // Requests being handled right now.
+  int in_flight() const;
+
+  struct Impl;  // internal to server.cc
+
+ private:
+  explicit Server(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kiln::http
