@@ -25,8 +25,13 @@ configure: $(BUILD_DIR)/build.ninja
 build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS) --target kiln
 
-run: build
-	$(BUILD_DIR)/kiln serve --host $(HOST) --port $(PORT) --models models --data data
+# Serves models/ (tiny-shapes ships there). Without any model folder in models/, it serves the
+# randomly initialised test models instead, and says so.
+run: build test-models
+	@if ls models/*/model.yaml >/dev/null 2>&1; then MODELS=models; else \
+	  echo "run: no model in models/; serving the untrained test models from $(BUILD_DIR)/test-models"; \
+	  MODELS=$(BUILD_DIR)/test-models; fi; \
+	exec $(BUILD_DIR)/kiln serve --host $(HOST) --port $(PORT) --models $$MODELS --data data
 
 # Small randomly initialised pipelines that exercise the engine without trained weights.
 test-models: $(STAMP)
@@ -36,13 +41,16 @@ test: configure test-models
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 	cd $(BUILD_DIR) && ctest --output-on-failure -j 2 --timeout 600
 
-bench: build
-	@echo "benchmarks arrive with the serving core (bench/)"
+# Benchmarks live in bench/; results and the commands that reproduce them are in docs/benchmarks.md.
+bench: build test-models
+	cmake --build $(BUILD_DIR) --target kiln_bench_latency
+	$(BUILD_DIR)/kiln_bench_latency $(BUILD_DIR)/test-models test-pixel 20 9
+	$(BUILD_DIR)/kiln_bench_latency $(BUILD_DIR)/test-models test-latent 20 9
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')
 
-format-check:
+format-check: $(STAMP)
 	clang-format --dry-run -Werror $$(git ls-files '*.cc' '*.h')
 
 model: $(STAMP)

@@ -38,13 +38,11 @@ const char* ErrorCode(int http_status) {
 
 http::Response Render(int http_status, const std::string& message, const nlohmann::json& param,
                       const char* code) {
-  nlohmann::json body = {{"error",
-                          {{"message", message},
-                           {"type", ErrorType(http_status)},
-                           {"param", param},
-                           {"code", code}}}};
-  return http::Response::Json(
-      http_status, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  nlohmann::json body = {
+      {"error",
+       {{"message", message}, {"type", ErrorType(http_status)}, {"param", param}, {"code", code}}}};
+  return http::Response::Json(http_status,
+                              body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
 }  // namespace

@@ -2,8 +2,8 @@
 #include "api/errors.h"
 #include "api/handlers.h"
 #include "core/status_util.h"
-#include "nlohmann/json.hpp"
 #include "core/strings.h"
+#include "nlohmann/json.hpp"
 
 namespace kiln::api {
 namespace {

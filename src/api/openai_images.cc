@@ -17,15 +17,14 @@ namespace {
 absl::Status CheckBody(const http::Request& req, std::string_view media_type, size_t limit) {
   if (req.MediaType() != media_type) {
     return WithHttpStatus(
-        WithField(absl::InvalidArgumentError(StrCat(
-                      "Content-Type must be ", media_type, ", not '",
-                      req.Header("content-type").value_or(""), "'")),
+        WithField(absl::InvalidArgumentError(StrCat("Content-Type must be ", media_type, ", not '",
+                                                    req.Header("content-type").value_or(""), "'")),
                   "content-type"),
         415);
   }
   if (req.body.size() > limit) {
-    return WithHttpStatus(absl::InvalidArgumentError(StrCat(
-                              "request body is ", req.body.size(), " bytes; the limit is ", limit)),
+    return WithHttpStatus(absl::InvalidArgumentError(StrCat("request body is ", req.body.size(),
+                                                            " bytes; the limit is ", limit)),
                           413);
   }
   return absl::OkStatus();
@@ -33,6 +32,9 @@ absl::Status CheckBody(const http::Request& req, std::string_view media_type, si
 
 http::Response Generate(const ImageRequest& request) {
   const auto start = std::chrono::steady_clock::now();
+  log::Info(
+      "generation started",
+      {{"model", request.model}, {"n", request.generation.n}, {"steps", request.generation.steps}});
   auto images = request.pipeline->Generate(request.generation);
   if (!images.ok()) {
     log::Error("generation failed",
@@ -41,12 +43,11 @@ http::Response Generate(const ImageRequest& request) {
   }
   nlohmann::json data = nlohmann::json::array();
   for (size_t i = 0; i < images->size(); ++i) {
-    auto png = engine::EncodePng((*images)[i],
-                                 engine::PngParameters(request.generation, request.model,
-                                                       static_cast<int>(i)));
+    auto png = engine::EncodePng(
+        (*images)[i],
+        engine::PngParameters(request.generation, request.model, static_cast<int>(i)));
     if (!png.ok()) return ErrorResponse(png.status());
-    data.push_back({{"b64_json", Base64Encode(*png)},
-                    {"seed", request.generation.seed + i}});
+    data.push_back({{"b64_json", Base64Encode(*png)}, {"seed", request.generation.seed + i}});
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -55,16 +56,15 @@ http::Response Generate(const ImageRequest& request) {
                                  {"steps", request.generation.steps},
                                  {"size", request.generation.size.ToString()},
                                  {"seconds", seconds}});
-  nlohmann::json body = {
-      {"created", std::chrono::duration_cast<std::chrono::seconds>(
-                      std::chrono::system_clock::now().time_since_epoch())
-                      .count()},
-      {"data", std::move(data)},
-      {"model", request.model},
-      {"steps", request.generation.steps},
-      {"sampler", request.generation.sampler.Name()},
-      {"guidance_scale", request.generation.guidance_scale},
-      {"size", request.generation.size.ToString()}};
+  nlohmann::json body = {{"created", std::chrono::duration_cast<std::chrono::seconds>(
+                                         std::chrono::system_clock::now().time_since_epoch())
+                                         .count()},
+                         {"data", std::move(data)},
+                         {"model", request.model},
+                         {"steps", request.generation.steps},
+                         {"sampler", request.generation.sampler.Name()},
+                         {"guidance_scale", request.generation.guidance_scale},
+                         {"size", request.generation.size.ToString()}};
   return http::Response::Json(200, body.dump());
 }
 

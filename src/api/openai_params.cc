@@ -25,9 +25,8 @@ absl::Status TypeError(const std::string& name, std::string_view want) {
 // The fields both endpoints accept, plus each endpoint's own.
 const std::set<std::string>& CommonFields() {
   static const std::set<std::string> kFields = {
-      "model",   "prompt",         "negative_prompt", "n",       "size",
-      "quality", "response_format", "style",          "user",    "output_format",
-      "steps",   "guidance_scale", "seed",            "sampler"};
+      "model", "prompt", "negative_prompt", "n",     "size",           "quality", "response_format",
+      "style", "user",   "output_format",   "steps", "guidance_scale", "seed",    "sampler"};
   return kFields;
 }
 
@@ -40,8 +39,8 @@ absl::Status CheckKnownFields(const FieldSource& fields, const std::set<std::str
   return absl::OkStatus();
 }
 
-absl::StatusOr<double> DoubleIn(const FieldSource& f, const std::string& name, double lo,
-                                double hi, double fallback) {
+absl::StatusOr<double> DoubleIn(const FieldSource& f, const std::string& name, double lo, double hi,
+                                double fallback) {
   KILN_ASSIGN_OR_RETURN(std::optional<double> v, f.Double(name));
   if (!v) return fallback;
   if (!(*v >= lo && *v <= hi)) {
@@ -63,12 +62,13 @@ absl::StatusOr<int> IntIn(const FieldSource& f, const std::string& name, int lo,
 absl::StatusOr<std::string> Text(const FieldSource& f, const std::string& name, bool required) {
   KILN_ASSIGN_OR_RETURN(std::optional<std::string> v, f.String(name));
   if (!v || v->empty()) {
-    if (required) return InvalidField(name, StrCat("'", name, "' is required and must not be empty"));
+    if (required)
+      return InvalidField(name, StrCat("'", name, "' is required and must not be empty"));
     return std::string();
   }
   if (Utf8Chars(*v) > kMaxPromptChars) {
-    return InvalidField(name, StrCat("'", name, "' is longer than ", kMaxPromptChars,
-                                           " characters"));
+    return InvalidField(name,
+                        StrCat("'", name, "' is longer than ", kMaxPromptChars, " characters"));
   }
   return *v;
 }
@@ -106,7 +106,8 @@ absl::StatusOr<ImageRequest> ParseCommon(const FieldSource& f,
 
   KILN_ASSIGN_OR_RETURN(std::optional<std::string> sampler, f.String("sampler"));
   auto parsed_sampler = engine::ParseSamplerName(sampler ? *sampler : spec.defaults.sampler);
-  if (!parsed_sampler.ok()) return InvalidField("sampler", ToStd(parsed_sampler.status().message()));
+  if (!parsed_sampler.ok())
+    return InvalidField("sampler", ToStd(parsed_sampler.status().message()));
   g.sampler = *parsed_sampler;
 
   KILN_ASSIGN_OR_RETURN(std::optional<uint64_t> seed, f.Uint("seed"));
@@ -179,7 +180,8 @@ absl::StatusOr<std::optional<uint64_t>> JsonFields::Uint(const std::string& name
   auto it = object_.find(name);
   if (it == object_.end() || it->is_null()) return std::nullopt;
   if (it->is_number_unsigned()) return it->get<uint64_t>();
-  if (it->is_number_integer() && it->get<int64_t>() >= 0) return static_cast<uint64_t>(it->get<int64_t>());
+  if (it->is_number_integer() && it->get<int64_t>() >= 0)
+    return static_cast<uint64_t>(it->get<int64_t>());
   return TypeError(name, "a non-negative integer");
 }
 
@@ -239,7 +241,8 @@ absl::StatusOr<ImageRequest> ParseGenerationsRequest(std::string_view json_body,
   if (body.is_discarded()) {
     return absl::InvalidArgumentError("the request body is not valid JSON");
   }
-  if (!body.is_object()) return absl::InvalidArgumentError("the request body must be a JSON object");
+  if (!body.is_object())
+    return absl::InvalidArgumentError("the request body must be a JSON object");
   JsonFields fields(body);
   KILN_RETURN_IF_ERROR(CheckKnownFields(fields, {}));
   KILN_ASSIGN_OR_RETURN(ImageRequest out, ParseCommon(fields, models));
@@ -250,15 +253,15 @@ absl::StatusOr<ImageRequest> ParseGenerationsRequest(std::string_view json_body,
 absl::StatusOr<ImageRequest> ParseEditsRequest(const std::vector<http::FormPart>& parts,
                                                const engine::ModelRepository& models) {
   FormFields fields(parts);
-  KILN_RETURN_IF_ERROR(
-      CheckKnownFields(fields, {"image", "image[]", "mask", "image_guidance_scale", "strength",
-                                "mode"}));
+  KILN_RETURN_IF_ERROR(CheckKnownFields(
+      fields, {"image", "image[]", "mask", "image_guidance_scale", "strength", "mode"}));
   const http::FormPart* image_part = nullptr;
   int images = 0;
   for (const auto& p : parts) {
     if (p.name == "mask") {
-      return InvalidField("mask", "'mask' (inpainting) is not supported; edits follow the prompt "
-                                  "as an instruction over the whole image");
+      return InvalidField("mask",
+                          "'mask' (inpainting) is not supported; edits follow the prompt "
+                          "as an instruction over the whole image");
     }
     if (p.name == "image" || p.name == "image[]") {
       image_part = &p;
@@ -278,9 +281,9 @@ absl::StatusOr<ImageRequest> ParseEditsRequest(const std::vector<http::FormPart>
   if (m == "edit") {
     engine::InstructEdit edit;
     edit.image = std::move(*decoded);
-    KILN_ASSIGN_OR_RETURN(edit.image_guidance_scale,
-                          DoubleIn(fields, "image_guidance_scale", 0.0, 30.0,
-                                   spec.defaults.image_guidance_scale));
+    KILN_ASSIGN_OR_RETURN(
+        edit.image_guidance_scale,
+        DoubleIn(fields, "image_guidance_scale", 0.0, 30.0, spec.defaults.image_guidance_scale));
     KILN_ASSIGN_OR_RETURN(std::optional<double> strength, fields.Double("strength"));
     if (strength) return InvalidField("strength", "'strength' applies to mode 'img2img' only");
     out.generation.conditioning = std::move(edit);

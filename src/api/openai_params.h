@@ -68,7 +68,6 @@ struct ImageRequest {
   ResponseFormat response_format = ResponseFormat::kB64Json;
 };
 
-
 inline constexpr size_t kMaxPromptChars = 1000;
 
 // POST /v1/images/generations.

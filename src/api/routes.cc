@@ -22,12 +22,10 @@ void AddRoutes(http::Router& router, const ApiContext& ctx) {
   router.Add("GET", "/v1/models/{id}", [c](const http::Request&, const http::PathParams& p) {
     return HandleGetModel(*c, p.at("id"));
   });
-  router.Add("GET", "/healthz", [c](const http::Request& r, const http::PathParams&) {
-    return HandleHealthz(*c, r);
-  });
-  router.Add("GET", "/readyz", [c](const http::Request& r, const http::PathParams&) {
-    return HandleReadyz(*c, r);
-  });
+  router.Add("GET", "/healthz",
+             [c](const http::Request& r, const http::PathParams&) { return HandleHealthz(*c, r); });
+  router.Add("GET", "/readyz",
+             [c](const http::Request& r, const http::PathParams&) { return HandleReadyz(*c, r); });
 }
 
 }  // namespace kiln::api

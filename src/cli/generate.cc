@@ -2,6 +2,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <thread>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -24,14 +25,15 @@ int Fail(const std::string& message) {
 std::string OutputPath(const std::string& out, int index, int n) {
   if (n == 1) return out;
   std::filesystem::path p(out);
-  return (p.parent_path() / StrCat(p.stem().string(), "-", index, p.extension().string()))
-      .string();
+  return (p.parent_path() / StrCat(p.stem().string(), "-", index, p.extension().string())).string();
 }
 
 }  // namespace
 
 int RunGenerate(const GenerateOptions& o) {
-  if (o.threads > 0) at::set_num_threads(o.threads);
+  // LibTorch from Debian starts with one intra-op thread; 0 means use every core.
+  at::set_num_threads(o.threads > 0 ? o.threads
+                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   std::filesystem::path model_dir;
   if (!o.model.empty()) {
     model_dir = std::filesystem::path(o.models) / o.model;
@@ -96,7 +98,8 @@ int RunGenerate(const GenerateOptions& o) {
   auto images = (*pipeline)->Generate(r);
   if (!images.ok()) return Fail(std::string(images.status().message()));
   for (size_t i = 0; i < images->size(); ++i) {
-    auto png = engine::EncodePng((*images)[i], engine::PngParameters(r, spec->name, static_cast<int>(i)));
+    auto png =
+        engine::EncodePng((*images)[i], engine::PngParameters(r, spec->name, static_cast<int>(i)));
     if (!png.ok()) return Fail(std::string(png.status().message()));
     const std::string path = OutputPath(o.output, static_cast<int>(i), r.n);
     std::ofstream out(path, std::ios::binary);

@@ -4,6 +4,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <filesystem>
+#include <thread>
 
 #include "api/routes.h"
 #include "cli/commands.h"
@@ -28,16 +29,26 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o, const Ser
       auto set_str = [&](std::string& field, const std::string& def) {
         if (field == def) field = kv.second.as<std::string>();
       };
-      if (key == "host") set_str(o.host, d.host);
-      else if (key == "port") { if (o.port == d.port) o.port = kv.second.as<int>(); }
-      else if (key == "models") set_str(o.models, d.models);
-      else if (key == "data") set_str(o.data, d.data);
-      else if (key == "queue") set_str(o.queue, d.queue);
-      else if (key == "store") set_str(o.store, d.store);
-      else if (key == "role") set_str(o.role, d.role);
-      else if (key == "device") set_str(o.device, d.device);
-      else if (key == "threads") { if (o.threads == d.threads) o.threads = kv.second.as<int>(); }
-      else return path + ": unknown key '" + key + "'";
+      if (key == "host")
+        set_str(o.host, d.host);
+      else if (key == "port") {
+        if (o.port == d.port) o.port = kv.second.as<int>();
+      } else if (key == "models")
+        set_str(o.models, d.models);
+      else if (key == "data")
+        set_str(o.data, d.data);
+      else if (key == "queue")
+        set_str(o.queue, d.queue);
+      else if (key == "store")
+        set_str(o.store, d.store);
+      else if (key == "role")
+        set_str(o.role, d.role);
+      else if (key == "device")
+        set_str(o.device, d.device);
+      else if (key == "threads") {
+        if (o.threads == d.threads) o.threads = kv.second.as<int>();
+      } else
+        return path + ": unknown key '" + key + "'";
     } catch (const YAML::Exception& e) {
       return path + ": key '" + key + "': " + e.what();
     }
@@ -56,7 +67,9 @@ int RunServe(ServeOptions o) {
     log::Error("--queue and --store arrive with the serving core; this build serves synchronously");
     return 2;
   }
-  if (o.threads > 0) at::set_num_threads(o.threads);
+  // LibTorch from Debian starts with one intra-op thread; 0 means use every core.
+  at::set_num_threads(o.threads > 0 ? o.threads
+                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   std::error_code ec;
   std::filesystem::create_directories(o.data, ec);
   if (ec) {

@@ -11,7 +11,9 @@ namespace kiln {
 void internal::AppendPiece(std::string& out, double v) { out.append(fmt::format("{}", v)); }
 
 std::string_view Trim(std::string_view text) {
-  auto space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v'; };
+  auto space = [](char c) {
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v';
+  };
   while (!text.empty() && space(text.front())) text.remove_prefix(1);
   while (!text.empty() && space(text.back())) text.remove_suffix(1);
   return text;
@@ -42,7 +44,8 @@ std::vector<std::string_view> Split(std::string_view text, std::string_view sep,
   size_t start = 0;
   while (true) {
     const size_t pos = text.find(sep, start);
-    std::string_view piece = text.substr(start, pos == std::string_view::npos ? text.npos : pos - start);
+    std::string_view piece =
+        text.substr(start, pos == std::string_view::npos ? text.npos : pos - start);
     if (!(skip_empty && piece.empty())) out.push_back(piece);
     if (pos == std::string_view::npos) break;
     start = pos + sep.size();
@@ -81,7 +84,8 @@ std::string Base64Encode(std::string_view bytes) {
   size_t i = 0;
   for (; i + 2 < bytes.size(); i += 3) {
     const uint32_t v = (static_cast<uint8_t>(bytes[i]) << 16) |
-                       (static_cast<uint8_t>(bytes[i + 1]) << 8) | static_cast<uint8_t>(bytes[i + 2]);
+                       (static_cast<uint8_t>(bytes[i + 1]) << 8) |
+                       static_cast<uint8_t>(bytes[i + 2]);
     out.push_back(kAlphabet[(v >> 18) & 63]);
     out.push_back(kAlphabet[(v >> 12) & 63]);
     out.push_back(kAlphabet[(v >> 6) & 63]);
@@ -137,7 +141,8 @@ absl::StatusOr<uint64_t> ParseUint(std::string_view text) {
 absl::StatusOr<double> ParseDouble(std::string_view text) {
   double value = 0;
   auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (text.empty() || ec != std::errc() || ptr != text.data() + text.size() || !std::isfinite(value)) {
+  if (text.empty() || ec != std::errc() || ptr != text.data() + text.size() ||
+      !std::isfinite(value)) {
     return absl::InvalidArgumentError(StrCat("'", text, "' is not a number"));
   }
   return value;

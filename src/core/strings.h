@@ -24,8 +24,8 @@ inline void AppendPiece(std::string& out, absl::string_view s) { out.append(s.da
 inline void AppendPiece(std::string& out, char c) { out.push_back(c); }
 void AppendPiece(std::string& out, double v);
 template <typename T>
-  requires std::is_integral_v<T> && (!std::is_same_v<T, char>) && (!std::is_same_v<T, bool>)
-void AppendPiece(std::string& out, T v) {
+requires std::is_integral_v<T> &&
+    (!std::is_same_v<T, char>)&&(!std::is_same_v<T, bool>)void AppendPiece(std::string& out, T v) {
   out.append(std::to_string(v));
 }
 }  // namespace internal

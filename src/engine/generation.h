@@ -11,7 +11,7 @@
 namespace kiln::engine {
 
 enum class GuidanceMode {
-  kNone,         // 1 row per image: prompt only
+  kNone,            // 1 row per image: prompt only
   kClassifierFree,  // 2 rows: prompt, negative prompt
   kInstructEdit,    // 3 rows: prompt + image, negative + image, negative + no image
 };
@@ -32,10 +32,10 @@ class TorchGeneration final : public Generation {
   GuidanceMode mode = GuidanceMode::kNone;
   double guidance_scale = 1.0;
   double image_guidance_scale = 1.0;
-  torch::Tensor x;             // [n, C, h, w] in sigma space
-  torch::Tensor hidden;        // [1, T, D] prompt
-  torch::Tensor hidden_neg;    // [1, T, D] negative (or empty) prompt
-  torch::Tensor image_cond;    // [1, C', h, w]; zeros for text-to-image
+  torch::Tensor x;                        // [n, C, h, w] in sigma space
+  torch::Tensor hidden;                   // [1, T, D] prompt
+  torch::Tensor hidden_neg;               // [1, T, D] negative (or empty) prompt
+  torch::Tensor image_cond;               // [1, C', h, w]; zeros for text-to-image
   std::vector<at::Generator> generators;  // one per image, seeded seed + i
 };
 

@@ -6,8 +6,8 @@
 #include <cmath>
 #include <cstring>
 
-#include "stb_image.h"
 #include "core/strings.h"
+#include "stb_image.h"
 
 namespace kiln::engine {
 namespace {
@@ -124,9 +124,8 @@ absl::StatusOr<Image> DecodeImage(std::string_view bytes, const DecodeLimits& li
         StrCat("the image cannot be decoded: ", stbi_failure_reason()));
   }
   if (w <= 0 || h <= 0 || static_cast<int64_t>(w) * h > limits.max_pixels) {
-    return absl::InvalidArgumentError(StrCat("the image is ", w, "x", h,
-                                                   "; the limit is ", limits.max_pixels,
-                                                   " pixels"));
+    return absl::InvalidArgumentError(
+        StrCat("the image is ", w, "x", h, "; the limit is ", limits.max_pixels, " pixels"));
   }
   stbi_uc* px = stbi_load_from_memory(data, len, &w, &h, &comp, 4);
   if (!px) {

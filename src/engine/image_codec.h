@@ -26,8 +26,7 @@ absl::StatusOr<std::string> EncodePng(const Image& image,
 absl::StatusOr<Image> DecodeImage(std::string_view bytes, const DecodeLimits& limits);
 
 // Reads the iTXt/tEXt chunks of a PNG (for tests and tools).
-absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ReadPngText(
-    std::string_view png);
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ReadPngText(std::string_view png);
 
 // Bilinear resize (used to fit input images to the requested size).
 Image ResizeBilinear(const Image& src, int width, int height);

@@ -15,7 +15,7 @@ namespace kiln::engine {
 
 struct ModelEntry {
   std::string name;
-  absl::Status status;                // OK when loaded
+  absl::Status status;                 // OK when loaded
   std::unique_ptr<Pipeline> pipeline;  // set when loaded
   double load_seconds = 0;
 };

@@ -4,9 +4,9 @@
 #include <sstream>
 
 #include "core/status_util.h"
+#include "core/strings.h"
 #include "engine/samplers/sampler_spec.h"
 #include "yaml-cpp/yaml.h"
-#include "core/strings.h"
 
 namespace kiln::engine {
 namespace {
@@ -20,8 +20,7 @@ class FieldReader {
       : node_(node), file_(std::move(file)), prefix_(std::move(prefix)) {}
 
   absl::Status Error(std::string_view field, std::string_view problem) const {
-    return absl::InvalidArgumentError(
-        StrCat(file_, ": field '", prefix_, field, "': ", problem));
+    return absl::InvalidArgumentError(StrCat(file_, ": field '", prefix_, field, "': ", problem));
   }
 
   bool Has(const char* field) const { return node_[field].IsDefined() && !node_[field].IsNull(); }
@@ -45,8 +44,8 @@ class FieldReader {
   }
 
   absl::StatusOr<int> IntIn(const char* field, int lo, int hi, std::optional<int> fallback) const {
-    absl::StatusOr<int> v = fallback && !Has(field) ? absl::StatusOr<int>(*fallback)
-                                                    : Get<int>(field);
+    absl::StatusOr<int> v =
+        fallback && !Has(field) ? absl::StatusOr<int>(*fallback) : Get<int>(field);
     if (!v.ok()) return v;
     if (*v < lo || *v > hi) return Error(field, StrCat("must be in ", lo, "..", hi));
     return v;
@@ -54,8 +53,8 @@ class FieldReader {
 
   absl::StatusOr<double> DoubleIn(const char* field, double lo, double hi,
                                   std::optional<double> fallback) const {
-    absl::StatusOr<double> v = fallback && !Has(field) ? absl::StatusOr<double>(*fallback)
-                                                       : Get<double>(field);
+    absl::StatusOr<double> v =
+        fallback && !Has(field) ? absl::StatusOr<double>(*fallback) : Get<double>(field);
     if (!v.ok()) return v;
     if (!(*v >= lo && *v <= hi)) return Error(field, StrCat("must be in ", lo, "..", hi));
     return v;
@@ -154,8 +153,8 @@ absl::Status Parse(const YAML::Node& root, const fs::path& dir, ModelSpec& spec)
   }
   for (const auto& s : spec.sizes) {
     if (s.width % spec.downsample != 0 || s.height % spec.downsample != 0) {
-      return r.Error("sizes", StrCat(s.ToString(), " is not a multiple of downsample ",
-                                           spec.downsample));
+      return r.Error("sizes",
+                     StrCat(s.ToString(), " is not a multiple of downsample ", spec.downsample));
     }
   }
   if (spec.supports_edit && spec.image_cond_channels == 0) {
@@ -173,8 +172,7 @@ absl::Status Parse(const YAML::Node& root, const fs::path& dir, ModelSpec& spec)
   } else if (beta == "squaredcos_cap_v2") {
     spec.schedule.beta_schedule = BetaSchedule::kSquaredCosCapV2;
   } else {
-    return sched.Error("beta_schedule",
-                       "must be one of linear, scaled_linear, squaredcos_cap_v2");
+    return sched.Error("beta_schedule", "must be one of linear, scaled_linear, squaredcos_cap_v2");
   }
   KILN_ASSIGN_OR_RETURN(spec.schedule.beta_start, sched.DoubleIn("beta_start", 1e-8, 0.5, 0.00085));
   KILN_ASSIGN_OR_RETURN(spec.schedule.beta_end, sched.DoubleIn("beta_end", 1e-8, 0.999, 0.012));

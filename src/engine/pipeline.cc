@@ -7,11 +7,11 @@
 
 #include "absl/synchronization/mutex.h"
 #include "core/status_util.h"
+#include "core/strings.h"
 #include "engine/generation.h"
 #include "engine/image_codec.h"
 #include "engine/samplers/schedule.h"
 #include "engine/tokenizer/tokenizer.h"
-#include "core/strings.h"
 
 namespace kiln::engine {
 namespace {
@@ -116,9 +116,9 @@ absl::StatusOr<torch::Tensor> Pipeline::Impl::EncodeText(const std::vector<std::
   try {
     torch::Tensor hidden = text_encoder.forward({input}).toTensor().to(torch::kFloat32);
     if (hidden.dim() != 3 || hidden.size(0) != input.size(0) || hidden.size(1) != len) {
-      return absl::InternalError(
-          StrCat("model '", spec.name, "': text_encoder returned ", ShapeString(hidden),
-                       ", expected [", input.size(0), ",", len, ",D]"));
+      return absl::InternalError(StrCat("model '", spec.name, "': text_encoder returned ",
+                                        ShapeString(hidden), ", expected [", input.size(0), ",",
+                                        len, ",D]"));
     }
     return hidden;
   } catch (const std::exception& e) {
@@ -137,9 +137,9 @@ absl::StatusOr<torch::Tensor> Pipeline::Impl::EncodeImage(const Image& image) {
     const int64_t h = image.height / spec.downsample, w = image.width / spec.downsample;
     if (latent.dim() != 4 || latent.size(1) != spec.channels || latent.size(2) != h ||
         latent.size(3) != w) {
-      return absl::InternalError(
-          StrCat("model '", spec.name, "': encoder returned ", ShapeString(latent),
-                       ", expected [1,", spec.channels, ",", h, ",", w, "]"));
+      return absl::InternalError(StrCat("model '", spec.name, "': encoder returned ",
+                                        ShapeString(latent), ", expected [1,", spec.channels, ",",
+                                        h, ",", w, "]"));
     }
     return latent;
   } catch (const std::exception& e) {
@@ -162,8 +162,8 @@ absl::StatusOr<std::unique_ptr<Generation>> Pipeline::Start(const GenerationRequ
     const int kept = std::clamp(static_cast<int>(request.steps * i2i->strength), 1, request.steps);
     start_step = request.steps - kept;
   }
-  auto gen = std::make_unique<TorchGeneration>(Sampler(request.sampler, plan, start_step),
-                                               request.n);
+  auto gen =
+      std::make_unique<TorchGeneration>(Sampler(request.sampler, plan, start_step), request.n);
   for (int i = 0; i < request.n; ++i) {
     gen->generators.push_back(
         at::make_generator<at::CPUGeneratorImpl>(request.seed + static_cast<uint64_t>(i)));
@@ -179,15 +179,16 @@ absl::StatusOr<std::unique_ptr<Generation>> Pipeline::Start(const GenerationRequ
   gen->hidden_neg = hidden.slice(0, 1, 2);
   gen->guidance_scale = request.guidance_scale;
   gen->mode = request.guidance_scale == 1.0 ? GuidanceMode::kNone : GuidanceMode::kClassifierFree;
-  gen->image_cond = torch::zeros({1, m.spec.image_cond_channels, h, w}, torch::kFloat32).to(m.device);
+  gen->image_cond =
+      torch::zeros({1, m.spec.image_cond_channels, h, w}, torch::kFloat32).to(m.device);
 
   if (const auto* edit = std::get_if<InstructEdit>(&request.conditioning)) {
     Image src = ResizeBilinear(edit->image, request.size.width, request.size.height);
     KILN_ASSIGN_OR_RETURN(torch::Tensor cond, m.EncodeImage(src));
     if (cond.size(1) != m.spec.image_cond_channels) {
-      return absl::InternalError(
-          StrCat("model '", m.spec.name, "': image_cond_channels is ",
-                       m.spec.image_cond_channels, " but the encoded image has ", cond.size(1)));
+      return absl::InternalError(StrCat("model '", m.spec.name, "': image_cond_channels is ",
+                                        m.spec.image_cond_channels, " but the encoded image has ",
+                                        cond.size(1)));
     }
     gen->image_cond = m.spec.kind == ModelKind::kLatent ? cond * m.spec.image_cond_scale : cond;
     gen->mode = GuidanceMode::kInstructEdit;
@@ -257,9 +258,9 @@ absl::Status Pipeline::Impl::StepLocked(std::span<Generation* const> batch) {
               .toTensor()
               .to(torch::kFloat32);
       if (out.sizes() != x_all.slice(0, begin, end).sizes()) {
-        return absl::InternalError(
-            StrCat("model '", spec.name, "': denoiser returned ", ShapeString(out),
-                         ", expected ", ShapeString(x_all.slice(0, begin, end))));
+        return absl::InternalError(StrCat("model '", spec.name, "': denoiser returned ",
+                                          ShapeString(out), ", expected ",
+                                          ShapeString(x_all.slice(0, begin, end))));
       }
       outs.push_back(out);
     }
@@ -290,8 +291,8 @@ absl::Status Pipeline::Impl::StepLocked(std::span<Generation* const> batch) {
       }
       case GuidanceMode::kInstructEdit: {
         torch::Tensor full = take(), img = take(), uncond = take();
-        pred = uncond + (img - uncond) * tg->image_guidance_scale +
-               (full - img) * tg->guidance_scale;
+        pred =
+            uncond + (img - uncond) * tg->image_guidance_scale + (full - img) * tg->guidance_scale;
         break;
       }
     }
@@ -324,9 +325,9 @@ absl::StatusOr<std::vector<Image>> Pipeline::Finish(Generation& generation) {
     }
     const int64_t hh = x.size(2) * m.spec.downsample, ww = x.size(3) * m.spec.downsample;
     if (pixels.dim() != 4 || pixels.size(1) != 3 || pixels.size(2) != hh || pixels.size(3) != ww) {
-      return absl::InternalError(
-          StrCat("model '", m.spec.name, "': decoder returned ", ShapeString(pixels),
-                       ", expected [", x.size(0), ",3,", hh, ",", ww, "]"));
+      return absl::InternalError(StrCat("model '", m.spec.name, "': decoder returned ",
+                                        ShapeString(pixels), ", expected [", x.size(0), ",3,", hh,
+                                        ",", ww, "]"));
     }
   } else {
     pixels = x;
@@ -337,8 +338,8 @@ absl::StatusOr<std::vector<Image>> Pipeline::Finish(Generation& generation) {
   return images;
 }
 
-absl::StatusOr<std::vector<Image>> Pipeline::Generate(const GenerationRequest& request,
-                                                      const std::function<void(int, int)>& on_step) {
+absl::StatusOr<std::vector<Image>> Pipeline::Generate(
+    const GenerationRequest& request, const std::function<void(int, int)>& on_step) {
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Generation> gen, Start(request));
   Generation* batch[] = {gen.get()};
   while (!gen->done()) {

@@ -1,9 +1,9 @@
 #include "engine/request.h"
 
 #include "core/status_util.h"
+#include "core/strings.h"
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
-#include "core/strings.h"
 
 namespace kiln::engine {
 
@@ -12,7 +12,7 @@ absl::Status CheckRequestForModel(const GenerationRequest& r, const ModelSpec& m
     std::string sizes;
     for (const auto& s : model.sizes) StrAppend(&sizes, sizes.empty() ? "" : ", ", s.ToString());
     return InvalidField("size", StrCat("size ", r.size.ToString(), " is not supported by model '",
-                                             model.name, "'; supported: ", sizes));
+                                       model.name, "'; supported: ", sizes));
   }
   if (r.n < 1 || r.n > 10) return InvalidField("n", "n must be in 1..10");
   if (r.steps < 1 || r.steps > 150) return InvalidField("steps", "steps must be in 1..150");
@@ -20,13 +20,12 @@ absl::Status CheckRequestForModel(const GenerationRequest& r, const ModelSpec& m
     return InvalidField("model", StrCat("model '", model.name, "' does not do text-to-image"));
   }
   if (std::holds_alternative<InstructEdit>(r.conditioning) && !model.supports_edit) {
-    return InvalidField("model",
-                        StrCat("model '", model.name, "' does not do instruction edits"));
+    return InvalidField("model", StrCat("model '", model.name, "' does not do instruction edits"));
   }
   if (!std::holds_alternative<TextToImage>(r.conditioning) && model.kind == ModelKind::kLatent &&
       model.encoder.empty()) {
     return InvalidField("image", StrCat("model '", model.name,
-                                              "' has no encoder, so it cannot take an input image"));
+                                        "' has no encoder, so it cannot take an input image"));
   }
   if (const auto* i2i = std::get_if<ImageToImage>(&r.conditioning)) {
     if (!(i2i->strength > 0.0 && i2i->strength <= 1.0)) {
@@ -59,9 +58,9 @@ std::vector<std::pair<std::string, std::string>> PngParameters(const GenerationR
   j["mode"] = mode;
   std::string a1111 = r.prompt;
   if (!r.negative_prompt.empty()) StrAppend(&a1111, "\nNegative prompt: ", r.negative_prompt);
-  a1111 += fmt::format("\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}, Model: {}",
-                       r.steps, r.sampler.Name(), r.guidance_scale, seed, r.size.ToString(),
-                       model_name);
+  a1111 +=
+      fmt::format("\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}, Model: {}", r.steps,
+                  r.sampler.Name(), r.guidance_scale, seed, r.size.ToString(), model_name);
   return {{"parameters", a1111},
           {"kiln", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)}};
 }

@@ -1,6 +1,6 @@
 #include "http/message.h"
-#include "core/strings.h"
 
+#include "core/strings.h"
 
 namespace kiln::http {
 

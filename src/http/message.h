@@ -11,9 +11,9 @@
 namespace kiln::http {
 
 struct Request {
-  std::string method;  // upper case: GET, POST, ...
-  std::string target;  // as sent: path and query
-  std::string path;    // decoded path, no query
+  std::string method;                          // upper case: GET, POST, ...
+  std::string target;                          // as sent: path and query
+  std::string path;                            // decoded path, no query
   std::map<std::string, std::string> query;    // decoded; the last value wins
   std::map<std::string, std::string> headers;  // names lower-cased
   std::string body;

@@ -1,6 +1,6 @@
 #include "http/multipart.h"
-#include "core/strings.h"
 
+#include "core/strings.h"
 
 namespace kiln::http {
 namespace {
@@ -48,7 +48,8 @@ absl::StatusOr<std::vector<FormPart>> ParseMultipart(std::string_view body,
   while (true) {
     if (body.substr(pos, 2) == "--") return parts;  // closing delimiter
     if (body.substr(pos, 2) != "\r\n") {
-      return absl::InvalidArgumentError("multipart body is truncated or malformed after a boundary");
+      return absl::InvalidArgumentError(
+          "multipart body is truncated or malformed after a boundary");
     }
     pos += 2;
     const size_t header_end = body.find("\r\n\r\n", pos);

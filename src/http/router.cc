@@ -1,6 +1,6 @@
 #include "http/router.h"
-#include "core/strings.h"
 
+#include "core/strings.h"
 
 namespace kiln::http {
 namespace {
@@ -41,8 +41,7 @@ Response Router::Dispatch(const Request& request) const {
   for (const auto& route : routes_) {
     PathParams params;
     if (!Match(route, segments, params)) continue;
-    if (route.method == request.method ||
-        (request.method == "HEAD" && route.method == "GET")) {
+    if (route.method == request.method || (request.method == "HEAD" && route.method == "GET")) {
       Response r = route.handler(request, params);
       if (request.method == "HEAD") r.body.clear();
       return r;
@@ -50,7 +49,8 @@ Response Router::Dispatch(const Request& request) const {
     allowed.push_back(route.method);
   }
   if (!allowed.empty()) {
-    Response r = render_error_(405, "method " + request.method + " is not allowed on " + request.path);
+    Response r =
+        render_error_(405, "method " + request.method + " is not allowed on " + request.path);
     r.headers.emplace_back("Allow", Join(allowed, ", "));
     return r;
   }

@@ -34,7 +34,8 @@ class Router {
     std::vector<std::string> segments;
     Handler handler;
   };
-  static bool Match(const Route& route, const std::vector<std::string>& segments, PathParams& params);
+  static bool Match(const Route& route, const std::vector<std::string>& segments,
+                    PathParams& params);
 
   ErrorRenderer render_error_;
   std::vector<Route> routes_;

@@ -45,8 +45,7 @@ namespace {
 // One connection: read a request, run its handler on the pool, write the response, repeat.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, Server::Impl* server)
-      : stream_(std::move(socket)), server_(server) {}
+  Session(tcp::socket socket, Server::Impl* server) : stream_(std::move(socket)), server_(server) {}
 
   void Run() {
     asio::dispatch(stream_.get_executor(),
@@ -74,7 +73,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (ec == bhttp::error::body_limit) {
       return WriteError(413, StrCat("request body exceeds the limit of ",
-                                          server_->options.max_body_bytes, " bytes"));
+                                    server_->options.max_body_bytes, " bytes"));
     }
     if (ec == bhttp::error::header_limit) return WriteError(431, "request headers are too large");
     if (ec) return WriteError(400, StrCat("malformed HTTP request: ", ec.message()));
@@ -85,8 +84,7 @@ class Session : public std::enable_shared_from_this<Session> {
     request->method = std::string(req.method_string());
     request->target = std::string(req.target());
     for (const auto& field : req) {
-      request->headers[ToLowerAscii(std::string(field.name_string()))] =
-          std::string(field.value());
+      request->headers[ToLowerAscii(std::string(field.name_string()))] = std::string(field.value());
     }
     request->body = std::move(req.body());
     beast::error_code ep_ec;
@@ -131,13 +129,13 @@ class Session : public std::enable_shared_from_this<Session> {
     res->keep_alive(keep);
     res->prepare_payload();
     stream_.expires_after(server_->options.read_timeout);
-    bhttp::async_write(stream_, *res,
-                       [self = shared_from_this(), res, keep, counted](beast::error_code ec,
-                                                                       size_t) {
-                         if (counted) --self->server_->in_flight;
-                         if (ec || !keep) return self->Close();
-                         self->Read();
-                       });
+    bhttp::async_write(
+        stream_, *res,
+        [self = shared_from_this(), res, keep, counted](beast::error_code ec, size_t) {
+          if (counted) --self->server_->in_flight;
+          if (ec || !keep) return self->Close();
+          self->Read();
+        });
   }
 
   void Close() {
@@ -218,9 +216,10 @@ void Server::Shutdown(std::chrono::milliseconds drain) {
   absl::Mutex wait_mu;
   absl::MutexLock lock(&wait_mu);
   while (impl_->in_flight.load() > 0 && std::chrono::steady_clock::now() < deadline) {
-    wait_mu.AwaitWithTimeout(absl::Condition(+[](std::atomic<int>* n) { return n->load() == 0; },
-                                             &impl_->in_flight),
-                             absl::Milliseconds(20));
+    wait_mu.AwaitWithTimeout(
+        absl::Condition(
+            +[](std::atomic<int>* n) { return n->load() == 0; }, &impl_->in_flight),
+        absl::Milliseconds(20));
   }
   impl_->work.reset();
   impl_->ioc.stop();

@@ -1,8 +1,8 @@
 #include "engine/samplers/sampler_spec.h"
 
 #include <string>
-#include "core/strings.h"
 
+#include "core/strings.h"
 
 namespace kiln::engine {
 

@@ -9,9 +9,9 @@
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
+#include "core/strings.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
-#include "core/strings.h"
 
 namespace kiln::engine {
 namespace {
@@ -117,8 +117,8 @@ char32_t ToLower(char32_t c) {
 // HTML character references: the named ones prompts meet, and numeric ones.
 std::u32string UnescapeHtml(std::u32string_view s) {
   static const absl::flat_hash_map<std::u32string, char32_t> kNamed = {
-      {U"amp", U'&'},  {U"lt", U'<'},     {U"gt", U'>'},     {U"quot", U'"'},
-      {U"apos", U'\''}, {U"nbsp", 0xA0},  {U"copy", 0xA9},   {U"reg", 0xAE},
+      {U"amp", U'&'},      {U"lt", U'<'},      {U"gt", U'>'},     {U"quot", U'"'},
+      {U"apos", U'\''},    {U"nbsp", 0xA0},    {U"copy", 0xA9},   {U"reg", 0xAE},
       {U"hellip", 0x2026}, {U"mdash", 0x2014}, {U"ndash", 0x2013}};
   std::u32string out;
   size_t i = 0;
@@ -178,14 +178,12 @@ std::u32string CleanText(std::string_view text) {
 std::vector<std::u32string> PreTokenize(const std::u32string& s) {
   static const std::u32string kStart = DecodeUtf8(kStartToken);
   static const std::u32string kEnd = DecodeUtf8(kEndToken);
-  static const std::u32string kContractions[] = {U"'s", U"'t", U"'re", U"'ve", U"'m", U"'ll",
-                                                 U"'d"};
+  static const std::u32string kContractions[] = {U"'s", U"'t",  U"'re", U"'ve",
+                                                 U"'m", U"'ll", U"'d"};
   std::vector<std::u32string> out;
   size_t i = 0;
   const size_t n = s.size();
-  auto starts_with = [&](const std::u32string& lit) {
-    return s.compare(i, lit.size(), lit) == 0;
-  };
+  auto starts_with = [&](const std::u32string& lit) { return s.compare(i, lit.size(), lit) == 0; };
   while (i < n) {
     if (IsSpace(s[i])) {
       ++i;
@@ -240,8 +238,7 @@ class ClipTokenizer final : public Tokenizer {
     for (int b = 0; b < 256; ++b) {
       const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
       std::string utf8;
-      AppendUtf8(printable ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + extra++),
-                 utf8);
+      AppendUtf8(printable ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + extra++), utf8);
       byte_symbols_[b] = utf8;
     }
   }
@@ -313,7 +310,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> CreateClipTokenizer(const TokenizerSp
       nlohmann::json j = nlohmann::json::parse(in);
       if (!j.is_object()) throw std::runtime_error("not a JSON object of token -> id");
       for (const auto& [token, id] : j.items()) {
-        if (!id.is_number_integer()) throw std::runtime_error("id of '" + token + "' is not an integer");
+        if (!id.is_number_integer())
+          throw std::runtime_error("id of '" + token + "' is not an integer");
         vocab.emplace(token, id.get<int64_t>());
       }
     } catch (const std::exception& e) {
@@ -342,8 +340,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> CreateClipTokenizer(const TokenizerSp
   auto bos = vocab.find(std::string(kStartToken));
   auto eos = vocab.find(std::string(kEndToken));
   if (bos == vocab.end() || eos == vocab.end()) {
-    return absl::InvalidArgumentError(StrCat(spec.vocab.string(), ": missing ", kStartToken,
-                                                   " or ", kEndToken));
+    return absl::InvalidArgumentError(
+        StrCat(spec.vocab.string(), ": missing ", kStartToken, " or ", kEndToken));
   }
   const int64_t pad = spec.pad_with_eos ? eos->second : 0;
   return std::unique_ptr<Tokenizer>(new ClipTokenizer(spec.max_length, bos->second, eos->second,

@@ -2,8 +2,8 @@
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
-#include "engine/tokenizer/tokenizer.h"
 #include "core/strings.h"
+#include "engine/tokenizer/tokenizer.h"
 
 namespace kiln::engine {
 namespace {

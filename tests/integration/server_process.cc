@@ -1,0 +1,218 @@
+#include "tests/integration/server_process.h"
+
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+namespace kiln::testing {
+namespace {
+
+size_t WriteBody(char* data, size_t size, size_t n, void* out) {
+  static_cast<std::string*>(out)->append(data, size * n);
+  return size * n;
+}
+
+size_t WriteHeader(char* data, size_t size, size_t n, void* out) {
+  std::string line(data, size * n);
+  const size_t colon = line.find(':');
+  if (colon != std::string::npos) {
+    std::string name = line.substr(0, colon);
+    for (char& c : name) c = static_cast<char>(tolower(c));
+    std::string value = line.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ')) value.erase(0, 1);
+    while (!value.empty() && (value.back() == '\r' || value.back() == '\n')) value.pop_back();
+    (*static_cast<std::map<std::string, std::string>*>(out))[name] = value;
+  }
+  return size * n;
+}
+
+HttpResult Perform(CURL* curl, const std::string& url) {
+  HttpResult r;
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, WriteBody);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &r.body);
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, WriteHeader);
+  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &r.headers);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT, 120L);
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  CURLcode code = curl_easy_perform(curl);
+  if (code != CURLE_OK) {
+    r.error = curl_easy_strerror(code);
+  } else {
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r.status);
+  }
+  curl_easy_cleanup(curl);
+  return r;
+}
+
+}  // namespace
+
+std::string KilnBinary() { return std::string(KILN_BINARY_DIR) + "/kiln"; }
+
+std::string TestModelsDir() {
+  const char* dir = std::getenv("KILN_TEST_MODELS");
+  return dir ? dir : std::string(KILN_BINARY_DIR) + "/test-models";
+}
+
+HttpResult HttpGet(const std::string& url) { return Perform(curl_easy_init(), url); }
+
+HttpResult HttpPost(const std::string& url, const std::string& body,
+                    const std::string& content_type) {
+  CURL* curl = curl_easy_init();
+  curl_slist* headers = curl_slist_append(nullptr, ("Content-Type: " + content_type).c_str());
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+  HttpResult r = Perform(curl, url);
+  curl_slist_free_all(headers);
+  return r;
+}
+
+HttpResult HttpPostForm(const std::string& url, const std::vector<FormField>& fields) {
+  CURL* curl = curl_easy_init();
+  curl_mime* mime = curl_mime_init(curl);
+  for (const auto& f : fields) {
+    curl_mimepart* part = curl_mime_addpart(mime);
+    curl_mime_name(part, f.name.c_str());
+    curl_mime_data(part, f.value.data(), f.value.size());
+    if (!f.filename.empty()) curl_mime_filename(part, f.filename.c_str());
+    if (!f.content_type.empty()) curl_mime_type(part, f.content_type.c_str());
+  }
+  curl_easy_setopt(curl, CURLOPT_MIMEPOST, mime);
+  HttpResult r = Perform(curl, url);
+  curl_mime_free(mime);
+  return r;
+}
+
+ServerProcess::ServerProcess(std::vector<std::string> extra_args) {
+  int fds[2];
+  if (pipe(fds) != 0) return;
+  std::vector<std::string> args = {KilnBinary(), "serve", "--host",    "127.0.0.1",
+                                   "--port",     "0",     "--threads", "1"};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  pid_ = fork();
+  if (pid_ == 0) {
+    dup2(fds[1], STDERR_FILENO);
+    dup2(fds[1], STDOUT_FILENO);
+    close(fds[0]);
+    close(fds[1]);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  stderr_fd_ = fds[0];
+  if (WaitForLog("\"listening\"", std::chrono::seconds(60))) {
+    std::smatch m;
+    static const std::regex kPort("\"port\":([0-9]+)");
+    if (std::regex_search(log_, m, kPort)) port_ = std::stoi(m[1]);
+  }
+}
+
+ServerProcess::~ServerProcess() {
+  if (pid_ > 0 && !exited_) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  if (stderr_fd_ >= 0) close(stderr_fd_);
+}
+
+std::string ServerProcess::url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+void ServerProcess::ReadAvailable(std::chrono::milliseconds timeout) {
+  pollfd p{stderr_fd_, POLLIN, 0};
+  if (poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return;
+  char buf[4096];
+  const ssize_t n = read(stderr_fd_, buf, sizeof(buf));
+  if (n > 0) log_.append(buf, static_cast<size_t>(n));
+}
+
+bool ServerProcess::WaitForLog(const std::string& text, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (log_.find(text) == std::string::npos) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    ReadAvailable(std::min(left, std::chrono::milliseconds(500)));
+  }
+  return true;
+}
+
+void ServerProcess::Signal(int sig) {
+  if (pid_ > 0) kill(pid_, sig);
+}
+
+int ServerProcess::Wait(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    const pid_t r = waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      exited_ = true;
+      ReadAvailable(std::chrono::milliseconds(0));
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    // Drain the log while waiting so the child never blocks on a full pipe.
+    ReadAvailable(std::chrono::milliseconds(50));
+  }
+  return -1;
+}
+
+CommandResult RunKiln(const std::vector<std::string>& args) {
+  std::string cmd = KilnBinary();
+  for (const auto& a : args) {
+    std::string quoted = "'";
+    for (char c : a) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    cmd += " " + quoted + "'";
+  }
+  cmd += " 2>&1";
+  CommandResult r;
+  FILE* f = popen(cmd.c_str(), "r");
+  if (!f) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) r.output.append(buf, n);
+  const int status = pclose(f);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string Base64Decode(const std::string& text) {
+  static const std::string kAlphabet =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  uint32_t buf = 0;
+  int bits = 0;
+  for (char c : text) {
+    if (c == '=') break;
+    const size_t v = kAlphabet.find(c);
+    if (v == std::string::npos) continue;
+    buf = (buf << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((buf >> bits) & 0xFF));
+    }
+  }
+  return out;
+}
+
+}  // namespace kiln::testing

@@ -1,0 +1,79 @@
+// Test helpers: run `kiln` as a child process (a server on a free loopback port, or a CLI
+// command), and talk HTTP to it with libcurl. Not thread-safe unless stated.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace kiln::testing {
+
+std::string KilnBinary();
+std::string TestModelsDir();
+
+struct HttpResult {
+  long status = 0;
+  std::string body;
+  std::map<std::string, std::string> headers;  // lower-cased names
+  std::string error;                           // transport error, empty when a response came
+};
+
+struct FormField {
+  FormField(std::string name, std::string value, std::string filename = "",
+            std::string content_type = "")
+      : name(std::move(name)),
+        value(std::move(value)),
+        filename(std::move(filename)),
+        content_type(std::move(content_type)) {}
+  std::string name;
+  std::string value;
+  std::string filename;  // non-empty: sent as a file part
+  std::string content_type;
+};
+
+// libcurl requests; thread-safe.
+HttpResult HttpGet(const std::string& url);
+HttpResult HttpPost(const std::string& url, const std::string& body,
+                    const std::string& content_type);
+HttpResult HttpPostForm(const std::string& url, const std::vector<FormField>& fields);
+
+// `kiln serve --port 0 ...` with its stderr captured; the port is read from its "listening" log
+// line. The destructor kills the process if it still runs.
+class ServerProcess {
+ public:
+  explicit ServerProcess(std::vector<std::string> extra_args);
+  ~ServerProcess();
+
+  bool started() const { return port_ != 0; }
+  std::string url() const;
+  // Waits until the log contains `text`, up to `timeout`. Returns whether it appeared.
+  bool WaitForLog(const std::string& text, std::chrono::milliseconds timeout);
+  std::string log() const { return log_; }
+  void Signal(int sig);
+  // Waits for exit; returns the exit code (or 128 + signal), or -1 on timeout.
+  int Wait(std::chrono::milliseconds timeout);
+
+ private:
+  void ReadAvailable(std::chrono::milliseconds timeout);
+  pid_t pid_ = -1;
+  int stderr_fd_ = -1;
+  int port_ = 0;
+  std::string log_;
+  bool exited_ = false;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr
+};
+
+// Runs `kiln args...` to completion.
+CommandResult RunKiln(const std::vector<std::string>& args);
+
+std::string ReadFile(const std::string& path);
+std::string Base64Decode(const std::string& text);
+
+}  // namespace kiln::testing
