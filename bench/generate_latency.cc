@@ -54,7 +54,8 @@ int main(int argc, char** argv) {
   const int steps = argc > 3 ? std::stoi(argv[3]) : 20;
   const int runs = argc > 4 ? std::stoi(argv[4]) : 9;
   const int threads = argc > 5 ? std::stoi(argv[5]) : 0;
-  at::set_num_threads(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()));
+  at::set_num_threads(threads > 0 ? threads
+                                  : static_cast<int>(std::thread::hardware_concurrency()));
   auto repo = kiln::engine::ModelRepository::Load(argv[1]);
   if (!repo.ok()) return 1;
   auto p = (*repo)->Find(argv[2]);

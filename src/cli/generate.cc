@@ -2,10 +2,10 @@
 #include <torch/torch.h>
 
 #include <filesystem>
-#include <thread>
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "cli/commands.h"
 #include "core/strings.h"
@@ -32,8 +32,9 @@ std::string OutputPath(const std::string& out, int index, int n) {
 
 int RunGenerate(const GenerateOptions& o) {
   // LibTorch from Debian starts with one intra-op thread; 0 means use every core.
-  at::set_num_threads(o.threads > 0 ? o.threads
-                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  at::set_num_threads(o.threads > 0
+                          ? o.threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   std::filesystem::path model_dir;
   if (!o.model.empty()) {
     model_dir = std::filesystem::path(o.models) / o.model;

@@ -68,8 +68,9 @@ int RunServe(ServeOptions o) {
     return 2;
   }
   // LibTorch from Debian starts with one intra-op thread; 0 means use every core.
-  at::set_num_threads(o.threads > 0 ? o.threads
-                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  at::set_num_threads(o.threads > 0
+                          ? o.threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   std::error_code ec;
   std::filesystem::create_directories(o.data, ec);
   if (ec) {
