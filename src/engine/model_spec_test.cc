@@ -17,6 +17,7 @@ class ModelSpecTest : public ::testing::Test {
     fs::create_directories(dir_);
     for (const char* f : {"words.txt", "te.pt", "dn.pt"}) std::ofstream(dir_ / f) << "x";
   }
+  void TearDown() override { fs::remove_all(dir_.parent_path()); }
   std::string Valid() const {
     return R"(kind: pixel
 tasks: [generate, edit]

@@ -10,11 +10,19 @@ namespace {
 
 namespace fs = std::filesystem;
 
+fs::path OutDir() { return fs::temp_directory_path() / ("kiln_cli_" + std::to_string(getpid())); }
+
 fs::path Out(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("kiln_cli_" + std::to_string(getpid()));
-  fs::create_directories(dir);
-  return dir / name;
+  fs::create_directories(OutDir());
+  return OutDir() / name;
 }
+
+// Removes the outputs when the test program ends.
+class CleanUp : public ::testing::Environment {
+ public:
+  void TearDown() override { fs::remove_all(OutDir()); }
+};
+const auto* const kCleanUp = ::testing::AddGlobalTestEnvironment(new CleanUp);
 
 TEST(GenerateCli, SeededOutputIsByteIdentical) {
   const std::vector<std::string> base = {

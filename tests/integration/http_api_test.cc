@@ -25,6 +25,7 @@ class HttpApiTest : public ::testing::Test {
   static void TearDownTestSuite() {
     delete server_;
     server_ = nullptr;
+    fs::remove_all(fs::temp_directory_path() / ("kiln_it_" + std::to_string(getpid())));
   }
   static std::string TempDir(const std::string& name) {
     fs::path p = fs::temp_directory_path() / ("kiln_it_" + std::to_string(getpid())) / name;

@@ -11,11 +11,22 @@ namespace {
 
 namespace fs = std::filesystem;
 
+fs::path TempDir() {
+  return fs::temp_directory_path() / ("kiln_tok_" + std::to_string(::getpid()));
+}
+
 fs::path TempFile(const std::string& name, const std::string& content) {
-  fs::path p = fs::temp_directory_path() / ("kiln_tok_" + std::to_string(::getpid()) + "_" + name);
+  fs::create_directories(TempDir());
+  fs::path p = TempDir() / name;
   std::ofstream(p) << content;
   return p;
 }
+
+class CleanUp : public ::testing::Environment {
+ public:
+  void TearDown() override { fs::remove_all(TempDir()); }
+};
+const auto* const kCleanUp = ::testing::AddGlobalTestEnvironment(new CleanUp);
 
 TEST(WordsTokenizer, EncodesLowercasedWordsWithPadding) {
   TokenizerSpec spec;
