@@ -1,0 +1,144 @@
+"""Trains tiny-shapes (text encoder + denoiser) from scratch; resumable.
+
+/usr/bin/python3 tools/shapes/train.py --out tools/shapes/runs/main --iters 20000
+"""
+import argparse
+import copy
+import json
+import os
+import random
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import data
+import model as M
+
+
+def batch(rng, vocab_index, n, edit_frac):
+    """Mixed text-to-image and edit samples, with InstructPix2Pix condition dropout."""
+    xs, conds, ids = [], [], []
+    empty = data.encode("", vocab_index, M.MAX_LEN)
+    tuples = [t for t in data.all_tuples() if not data.is_heldout(t)]
+    for _ in range(n):
+        if rng.random() >= edit_frac:
+            t = rng.choice(tuples)
+            size = rng.choice(list(data.SIZES))
+            img = data.render(*t, size)
+            text = data.caption(rng, *t, size)
+            cond_img = None
+        else:
+            src, size, text, dst, _, _ = data.sample_edit(rng, False)
+            img = data.render(*dst, size)
+            cond_img = data.render(*src, size)
+        tok = data.encode(text, vocab_index, M.MAX_LEN)
+        r = rng.random()
+        if cond_img is None:
+            if r < 0.1:
+                tok = empty
+            c = np.zeros((3, 32, 32), np.float32)
+        else:
+            c = cond_img.astype(np.float32).transpose(2, 0, 1) / 127.5 - 1
+            if r < 0.05:
+                tok = empty
+            elif r < 0.10:
+                c = np.zeros_like(c)
+            elif r < 0.15:
+                tok = empty
+                c = np.zeros_like(c)
+        xs.append(img.astype(np.float32).transpose(2, 0, 1) / 127.5 - 1)
+        conds.append(c)
+        ids.append(tok)
+    return (torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(conds)),
+            torch.tensor(ids, dtype=torch.int64))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--iters", type=int, default=20000)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--ckpt-every", type=int, default=500)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--edit-frac", type=float, default=0.45, help="share of edit samples")
+    ap.add_argument("--time-budget", type=float, default=0,
+                    help="seconds; after 200 steps, cut --iters so training ends within it")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    vocab = data.vocabulary()
+    vocab_index = {w: i for i, w in enumerate(vocab)}
+    torch.manual_seed(args.seed)
+    dev = torch.device(args.device)
+    te = M.TextEncoder(len(vocab)).to(dev)
+    dn = M.Denoiser().to(dev)
+    params = list(te.parameters()) + list(dn.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    ema_te, ema_dn = copy.deepcopy(te), copy.deepcopy(dn)
+    abar = M.linear_alphas_cumprod().float().to(dev)
+    step = 0
+    ckpt = os.path.join(args.out, "ckpt.pt")
+    if os.path.exists(ckpt):
+        s = torch.load(ckpt, map_location=dev, weights_only=False)  # our own checkpoint
+        te.load_state_dict(s["te"]); dn.load_state_dict(s["dn"])
+        ema_te.load_state_dict(s["ema_te"]); ema_dn.load_state_dict(s["ema_dn"])
+        opt.load_state_dict(s["opt"]); step = s["step"]
+        print(f"resumed at step {step}", flush=True)
+    rng = random.Random(args.seed + step)
+    torch.manual_seed(args.seed + step)
+    nparams = sum(p.numel() for p in params)
+    print(f"params {nparams}", flush=True)
+    start = time.time()
+    t0 = time.time()
+    first_step = step
+    while step < args.iters:
+        lr = args.lr * min(1.0, (step + 1) / 500) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / args.iters)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x0, cond, ids = (v.to(dev) for v in batch(rng, vocab_index, args.batch, args.edit_frac))
+        t = torch.randint(0, 1000, (args.batch,), device=dev)
+        noise = torch.randn_like(x0)
+        a = abar[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        pred = dn(xt, t.float(), te(ids), cond)
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        if args.time_budget and step == first_step + 200:
+            per_it = (time.time() - start) / 200
+            args.iters = min(args.iters, first_step + int(args.time_budget / per_it))
+            print(f"time budget: {per_it:.4f}s/it -> {args.iters} iterations", flush=True)
+        decay = min(0.999, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(list(ema_te.parameters()) + list(ema_dn.parameters()), params):
+                e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        if step % 50 == 0:
+            print(f"step {step} loss {loss.item():.4f} lr {lr:.2e} {(time.time() - t0) / 50:.3f}s/it",
+                  flush=True)
+            t0 = time.time()
+        if step % args.ckpt_every == 0 or step == args.iters:
+            torch.save({"te": te.state_dict(), "dn": dn.state_dict(), "ema_te": ema_te.state_dict(),
+                        "ema_dn": ema_dn.state_dict(), "opt": opt.state_dict(), "step": step},
+                       ckpt + ".tmp")
+            os.replace(ckpt + ".tmp", ckpt)
+    # EMA weights as plain arrays: loadable by any torch version (export runs on Debian's 1.13).
+    arrays = {f"te.{k}": v.detach().cpu().numpy() for k, v in ema_te.state_dict().items()}
+    arrays.update({f"dn.{k}": v.detach().cpu().numpy() for k, v in ema_dn.state_dict().items()})
+    np.savez(os.path.join(args.out, "weights.npz"), **arrays)
+    with open(os.path.join(args.out, "train.json"), "w") as f:
+        json.dump({"iters": args.iters, "batch": args.batch, "params": nparams, "device": args.device,
+                   "torch": torch.__version__,
+                   "seconds_this_run": time.time() - start, "vocab": vocab}, f)
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    main()
