@@ -1,6 +1,7 @@
 #include "api/errors.h"
 
 #include "core/status_util.h"
+#include "core/strings.h"
 #include "nlohmann/json.hpp"
 
 namespace kiln::api {
@@ -87,8 +88,10 @@ http::Response ErrorResponse(const absl::Status& status) {
   if (code == 404 && field == "model") error_code = "model_not_found";
   // Internal errors are logged by the caller; the client gets the message, which never holds
   // secrets (paths of model files at most).
-  return Render(code, std::string(status.message()),
-                field ? nlohmann::json(*field) : nlohmann::json(nullptr), error_code);
+  http::Response r = Render(code, std::string(status.message()),
+                            field ? nlohmann::json(*field) : nlohmann::json(nullptr), error_code);
+  if (auto retry = RetryAfterOf(status)) r.headers.emplace_back("Retry-After", StrCat(*retry));
+  return r;
 }
 
 http::Response RenderHttpError(int http_status, const std::string& message) {

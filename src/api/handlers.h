@@ -2,6 +2,9 @@
 // thread-safe as long as the context is.
 #pragma once
 
+#include <string>
+
+#include "absl/status/status.h"
 #include "api/routes.h"
 #include "http/message.h"
 
@@ -13,5 +16,31 @@ http::Response HandleListModels(const ApiContext& ctx, const http::Request& req)
 http::Response HandleGetModel(const ApiContext& ctx, const std::string& id);
 http::Response HandleHealthz(const ApiContext& ctx, const http::Request& req);
 http::Response HandleReadyz(const ApiContext& ctx, const http::Request& req);
+
+http::Response HandleCreateJob(const ApiContext& ctx, const http::Request& req);
+http::Response HandleGetJob(const ApiContext& ctx, const http::Request& req, const std::string& id);
+http::Response HandleListJobs(const ApiContext& ctx, const http::Request& req);
+http::Response HandleCancelJob(const ApiContext& ctx, const http::Request& req,
+                               const std::string& id);
+http::Response HandleJobEvents(const ApiContext& ctx, const http::Request& req,
+                               const std::string& id);
+http::Response HandleCreateBatch(const ApiContext& ctx, const http::Request& req);
+http::Response HandleGetBatch(const ApiContext& ctx, const http::Request& req,
+                              const std::string& id);
+http::Response HandleBatchResults(const ApiContext& ctx, const http::Request& req,
+                                  const std::string& id);
+http::Response HandleGetFile(const ApiContext& ctx, const http::Request& req,
+                             const std::string& key);
+
+// Shared request helpers.
+// 415 unless the media type is one of `media_types`; 413 past `limit` bytes.
+absl::Status CheckBody(const http::Request& req,
+                       std::initializer_list<std::string_view> media_types, size_t limit);
+// The fair-sharing tenant: a hash of the bearer token, or "anonymous".
+std::string TenantOf(const http::Request& req);
+// "http://host:port" as the client addressed us (from Host), for result URLs.
+std::string BaseUrl(const http::Request& req);
+// 400 naming the query parameter unless every query parameter is in `allowed`.
+absl::Status CheckQuery(const http::Request& req, std::initializer_list<std::string_view> allowed);
 
 }  // namespace kiln::api

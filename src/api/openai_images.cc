@@ -1,9 +1,12 @@
-// POST /v1/images/generations and /v1/images/edits: validate, generate, answer as OpenAI does.
+// POST /v1/images/generations and /v1/images/edits: validate, queue in the scheduler's
+// interactive class, answer as OpenAI does when the images are ready. The handler thread is
+// released while the request waits (a deferred response).
 #include <chrono>
 
 #include "api/errors.h"
 #include "api/handlers.h"
 #include "api/openai_params.h"
+#include "core/ids.h"
 #include "core/logging.h"
 #include "core/status_util.h"
 #include "core/strings.h"
@@ -14,44 +17,30 @@
 namespace kiln::api {
 namespace {
 
-absl::Status CheckBody(const http::Request& req, std::string_view media_type, size_t limit) {
-  if (req.MediaType() != media_type) {
-    return WithHttpStatus(
-        WithField(absl::InvalidArgumentError(StrCat("Content-Type must be ", media_type, ", not '",
-                                                    req.Header("content-type").value_or(""), "'")),
-                  "content-type"),
-        415);
-  }
-  if (req.body.size() > limit) {
-    return WithHttpStatus(absl::InvalidArgumentError(StrCat("request body is ", req.body.size(),
-                                                            " bytes; the limit is ", limit)),
-                          413);
-  }
-  return absl::OkStatus();
-}
-
-http::Response Generate(const ImageRequest& request) {
-  const auto start = std::chrono::steady_clock::now();
-  log::Info(
-      "generation started",
-      {{"model", request.model}, {"n", request.generation.n}, {"steps", request.generation.steps}});
-  auto images = request.pipeline->Generate(request.generation);
-  if (!images.ok()) {
-    log::Error("generation failed",
-               {{"model", request.model}, {"error", std::string(images.status().message())}});
-    return ErrorResponse(images.status());
-  }
+// The answer for finished images: b64_json inline, or URLs of PNGs written to the store.
+http::Response ImagesResponse(const ApiContext& ctx, const ImageRequest& request,
+                              const std::string& id, const std::string& base_url,
+                              const std::vector<engine::Image>& images, double seconds) {
   nlohmann::json data = nlohmann::json::array();
-  for (size_t i = 0; i < images->size(); ++i) {
+  for (size_t i = 0; i < images.size(); ++i) {
     auto png = engine::EncodePng(
-        (*images)[i],
-        engine::PngParameters(request.generation, request.model, static_cast<int>(i)));
+        images[i], engine::PngParameters(request.generation, request.model, static_cast<int>(i)));
     if (!png.ok()) return ErrorResponse(png.status());
-    data.push_back({{"b64_json", Base64Encode(*png)}, {"seed", request.generation.seed + i}});
+    nlohmann::json entry = {{"seed", request.generation.seed + i}};
+    if (request.response_format == ResponseFormat::kUrl) {
+      const std::string key = StrCat("images/", id, "/", i, ".png");
+      if (absl::Status s = ctx.store->Put(key, *png); !s.ok()) {
+        log::Error("storing an image failed", {{"key", key}, {"error", s.ToString()}});
+        return ErrorResponse(Annotate(s, "storing the image"));
+      }
+      entry["url"] = StrCat(base_url, "/v1/files/", key);
+    } else {
+      entry["b64_json"] = Base64Encode(*png);
+    }
+    data.push_back(std::move(entry));
   }
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  log::Info("images generated", {{"model", request.model},
+  log::Info("images generated", {{"id", id},
+                                 {"model", request.model},
                                  {"n", request.generation.n},
                                  {"steps", request.generation.steps},
                                  {"size", request.generation.size.ToString()},
@@ -68,19 +57,60 @@ http::Response Generate(const ImageRequest& request) {
   return http::Response::Json(200, body.dump());
 }
 
+http::Response RunSync(const ApiContext& ctx, ImageRequest request, const http::Request& req) {
+  if (request.response_format == ResponseFormat::kUrl && !ctx.store) {
+    return ErrorResponse(InvalidField("response_format", "this server has no result store"));
+  }
+  auto item = std::make_shared<sched::WorkItem>();
+  item->id = NewUlid();
+  item->model = request.model;
+  item->request = request.generation;
+  item->klass = queue::PriorityClass::kInteractive;
+  item->priority = request.priority;
+  item->tenant = TenantOf(req);
+  auto cost = ctx.scheduler->EstimateCost(request.model, request.generation);
+  if (!cost.ok()) return ErrorResponse(cost.status());
+  item->cost = *cost;
+  const int64_t deadline = request.deadline_ms > 0 ? UnixMillis() + request.deadline_ms : 0;
+  const std::string base_url = BaseUrl(req);
+  http::Response r;
+  r.deferred = [&ctx, item, deadline, base_url,
+                request =
+                    std::make_shared<ImageRequest>(std::move(request))](http::Responder respond) {
+    const auto start = std::chrono::steady_clock::now();
+    item->on_done = [&ctx, request, base_url, respond, start](
+                        sched::WorkItem& w, absl::StatusOr<std::vector<engine::Image>> images) {
+      if (!images.ok()) {
+        log::Error("generation failed", {{"id", w.id},
+                                         {"model", request->model},
+                                         {"error", std::string(images.status().message())}});
+        respond(ErrorResponse(images.status()));
+        return;
+      }
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      respond(ImagesResponse(ctx, *request, w.id, base_url, *images, seconds));
+    };
+    if (absl::Status s = ctx.scheduler->SubmitSync(item, deadline); !s.ok()) {
+      respond(ErrorResponse(s));
+    }
+  };
+  return r;
+}
+
 }  // namespace
 
 http::Response HandleImageGenerations(const ApiContext& ctx, const http::Request& req) {
-  if (auto s = CheckBody(req, "application/json", ctx.max_json_bytes); !s.ok()) {
+  if (auto s = CheckBody(req, {"application/json"}, ctx.max_json_bytes); !s.ok()) {
     return ErrorResponse(s);
   }
   auto request = ParseGenerationsRequest(req.body, *ctx.models);
   if (!request.ok()) return ErrorResponse(request.status());
-  return Generate(*request);
+  return RunSync(ctx, std::move(*request), req);
 }
 
 http::Response HandleImageEdits(const ApiContext& ctx, const http::Request& req) {
-  if (auto s = CheckBody(req, "multipart/form-data", ctx.max_multipart_bytes); !s.ok()) {
+  if (auto s = CheckBody(req, {"multipart/form-data"}, ctx.max_multipart_bytes); !s.ok()) {
     return ErrorResponse(s);
   }
   auto boundary = http::MultipartBoundary(req.Header("content-type").value_or(""));
@@ -89,7 +119,7 @@ http::Response HandleImageEdits(const ApiContext& ctx, const http::Request& req)
   if (!parts.ok()) return ErrorResponse(parts.status());
   auto request = ParseEditsRequest(*parts, *ctx.models);
   if (!request.ok()) return ErrorResponse(request.status());
-  return Generate(*request);
+  return RunSync(ctx, std::move(*request), req);
 }
 
 }  // namespace kiln::api

@@ -7,6 +7,7 @@
 #include "core/status_util.h"
 #include "core/strings.h"
 #include "engine/image_codec.h"
+#include "http/client.h"
 
 namespace kiln::api {
 namespace {
@@ -25,8 +26,10 @@ absl::Status TypeError(const std::string& name, std::string_view want) {
 // The fields both endpoints accept, plus each endpoint's own.
 const std::set<std::string>& CommonFields() {
   static const std::set<std::string> kFields = {
-      "model", "prompt", "negative_prompt", "n",     "size",           "quality", "response_format",
-      "style", "user",   "output_format",   "steps", "guidance_scale", "seed",    "sampler"};
+      "model", "prompt",        "negative_prompt", "n",
+      "size",  "quality",       "response_format", "style",
+      "user",  "output_format", "steps",           "guidance_scale",
+      "seed",  "sampler",       "priority",        "deadline_ms"};
   return kFields;
 }
 
@@ -124,9 +127,7 @@ absl::StatusOr<ImageRequest> ParseCommon(const FieldSource& f,
   if (!format || *format == "b64_json") {
     out.response_format = ResponseFormat::kB64Json;
   } else if (*format == "url") {
-    return InvalidField("response_format",
-                        "'response_format' 'url' needs the result store, which this server "
-                        "does not have yet; use 'b64_json'");
+    out.response_format = ResponseFormat::kUrl;
   } else {
     return InvalidField("response_format", "'response_format' must be 'b64_json' or 'url'");
   }
@@ -134,11 +135,52 @@ absl::StatusOr<ImageRequest> ParseCommon(const FieldSource& f,
   if (output_format && *output_format != "png") {
     return InvalidField("output_format", "'output_format' must be 'png'");
   }
+  KILN_ASSIGN_OR_RETURN(out.priority, IntIn(f, "priority", -10, 10, 0));
+  KILN_ASSIGN_OR_RETURN(std::optional<int64_t> deadline, f.Int("deadline_ms"));
+  if (deadline) {
+    if (*deadline < 1 || *deadline > 7 * 24 * 3600 * 1000LL) {
+      return InvalidField("deadline_ms",
+                          "'deadline_ms' must be 1..604800000 milliseconds from now");
+    }
+    out.deadline_ms = *deadline;
+  }
   for (const char* ignored : {"quality", "style", "user"}) {
     KILN_ASSIGN_OR_RETURN(std::optional<std::string> v, f.String(ignored));
     if (v && v->size() > 256) return InvalidField(ignored, StrCat("'", ignored, "' is too long"));
   }
   return out;
+}
+
+// The input image (out.image_bytes) and how it conditions the request: mode edit|img2img.
+absl::Status ParseConditioning(const FieldSource& fields, ImageRequest& out) {
+  const engine::ModelSpec& spec = out.pipeline->spec();
+  auto decoded = engine::DecodeImage(out.image_bytes, {kMaxImageBytes, kMaxImagePixels});
+  if (!decoded.ok()) return InvalidField("image", StrCat("'image': ", decoded.status().message()));
+
+  KILN_ASSIGN_OR_RETURN(std::optional<std::string> mode, fields.String("mode"));
+  const std::string m = mode ? *mode : (spec.supports_edit ? "edit" : "img2img");
+  if (m == "edit") {
+    engine::InstructEdit edit;
+    edit.image = std::move(*decoded);
+    KILN_ASSIGN_OR_RETURN(
+        edit.image_guidance_scale,
+        DoubleIn(fields, "image_guidance_scale", 0.0, 30.0, spec.defaults.image_guidance_scale));
+    KILN_ASSIGN_OR_RETURN(std::optional<double> strength, fields.Double("strength"));
+    if (strength) return InvalidField("strength", "'strength' applies to mode 'img2img' only");
+    out.generation.conditioning = std::move(edit);
+  } else if (m == "img2img") {
+    engine::ImageToImage i2i;
+    i2i.image = std::move(*decoded);
+    KILN_ASSIGN_OR_RETURN(std::optional<double> strength, fields.Double("strength"));
+    if (strength && !(*strength > 0.0 && *strength <= 1.0)) {
+      return InvalidField("strength", "'strength' must be in (0, 1]");
+    }
+    if (strength) i2i.strength = *strength;
+    out.generation.conditioning = std::move(i2i);
+  } else {
+    return InvalidField("mode", "'mode' must be 'edit' or 'img2img'");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -250,6 +292,53 @@ absl::StatusOr<ImageRequest> ParseGenerationsRequest(std::string_view json_body,
   return out;
 }
 
+absl::StatusOr<ImageRequest> ParseJobRequest(const nlohmann::json& body,
+                                             const engine::ModelRepository& models,
+                                             bool batch_line) {
+  if (!body.is_object()) return absl::InvalidArgumentError("the request must be a JSON object");
+  JsonFields fields(body);
+  std::set<std::string> extra = {"image", "image_guidance_scale", "strength", "mode", "webhook"};
+  if (batch_line) extra.insert("custom_id");
+  KILN_RETURN_IF_ERROR(CheckKnownFields(fields, extra));
+  KILN_ASSIGN_OR_RETURN(ImageRequest out, ParseCommon(fields, models));
+  KILN_ASSIGN_OR_RETURN(std::optional<std::string> webhook, fields.String("webhook"));
+  if (webhook && !webhook->empty()) {
+    KILN_RETURN_IF_ERROR(http::CheckHttpUrl(*webhook, "webhook"));
+    out.webhook = *webhook;
+  }
+  if (batch_line) {
+    KILN_ASSIGN_OR_RETURN(std::optional<std::string> custom_id, fields.String("custom_id"));
+    if (custom_id && custom_id->size() > 128) {
+      return InvalidField("custom_id", "'custom_id' is longer than 128 characters");
+    }
+    if (custom_id) out.custom_id = *custom_id;
+  }
+  KILN_ASSIGN_OR_RETURN(std::optional<std::string> image, fields.String("image"));
+  if (image && !image->empty()) {
+    std::string_view b64 = *image;
+    if (b64.substr(0, 5) == "data:") {
+      const size_t comma = b64.find(',');
+      if (comma == std::string_view::npos ||
+          b64.substr(0, comma).find(";base64") == std::string_view::npos) {
+        return InvalidField("image", "'image' data URL must be base64 (data:image/png;base64,...)");
+      }
+      b64 = b64.substr(comma + 1);
+    }
+    auto bytes = Base64Decode(b64);
+    if (!bytes.ok()) return InvalidField("image", "'image' is not valid base64");
+    out.image_bytes = std::move(*bytes);
+    KILN_RETURN_IF_ERROR(ParseConditioning(fields, out));
+  } else {
+    for (const char* f : {"mode", "strength", "image_guidance_scale"}) {
+      if (body.contains(f) && !body[f].is_null()) {
+        return InvalidField(f, StrCat("'", f, "' needs an 'image'"));
+      }
+    }
+  }
+  KILN_RETURN_IF_ERROR(engine::CheckRequestForModel(out.generation, out.pipeline->spec()));
+  return out;
+}
+
 absl::StatusOr<ImageRequest> ParseEditsRequest(const std::vector<http::FormPart>& parts,
                                                const engine::ModelRepository& models) {
   FormFields fields(parts);
@@ -272,33 +361,8 @@ absl::StatusOr<ImageRequest> ParseEditsRequest(const std::vector<http::FormPart>
   if (images > 1) return InvalidField("image", "exactly one 'image' is supported");
   KILN_ASSIGN_OR_RETURN(ImageRequest out, ParseCommon(fields, models));
   const engine::ModelSpec& spec = out.pipeline->spec();
-
-  auto decoded = engine::DecodeImage(image_part->data, {kMaxImageBytes, kMaxImagePixels});
-  if (!decoded.ok()) return InvalidField("image", StrCat("'image': ", decoded.status().message()));
-
-  KILN_ASSIGN_OR_RETURN(std::optional<std::string> mode, fields.String("mode"));
-  const std::string m = mode ? *mode : (spec.supports_edit ? "edit" : "img2img");
-  if (m == "edit") {
-    engine::InstructEdit edit;
-    edit.image = std::move(*decoded);
-    KILN_ASSIGN_OR_RETURN(
-        edit.image_guidance_scale,
-        DoubleIn(fields, "image_guidance_scale", 0.0, 30.0, spec.defaults.image_guidance_scale));
-    KILN_ASSIGN_OR_RETURN(std::optional<double> strength, fields.Double("strength"));
-    if (strength) return InvalidField("strength", "'strength' applies to mode 'img2img' only");
-    out.generation.conditioning = std::move(edit);
-  } else if (m == "img2img") {
-    engine::ImageToImage i2i;
-    i2i.image = std::move(*decoded);
-    KILN_ASSIGN_OR_RETURN(std::optional<double> strength, fields.Double("strength"));
-    if (strength && !(*strength > 0.0 && *strength <= 1.0)) {
-      return InvalidField("strength", "'strength' must be in (0, 1]");
-    }
-    if (strength) i2i.strength = *strength;
-    out.generation.conditioning = std::move(i2i);
-  } else {
-    return InvalidField("mode", "'mode' must be 'edit' or 'img2img'");
-  }
+  out.image_bytes = std::string(image_part->data);
+  KILN_RETURN_IF_ERROR(ParseConditioning(fields, out));
   KILN_RETURN_IF_ERROR(engine::CheckRequestForModel(out.generation, spec));
   return out;
 }

@@ -66,6 +66,11 @@ struct ImageRequest {
   std::string model;
   engine::GenerationRequest generation;
   ResponseFormat response_format = ResponseFormat::kB64Json;
+  std::string image_bytes;  // the uploaded input of an edit or img2img, as sent (validated)
+  int priority = 0;         // Kiln extension: within the request's class, higher first
+  int64_t deadline_ms = 0;  // Kiln extension: wanted within this many ms from now; 0 = none
+  std::string webhook;      // jobs only
+  std::string custom_id;    // batch lines only
 };
 
 inline constexpr size_t kMaxPromptChars = 1000;
@@ -73,6 +78,13 @@ inline constexpr size_t kMaxPromptChars = 1000;
 // POST /v1/images/generations.
 absl::StatusOr<ImageRequest> ParseGenerationsRequest(std::string_view json_body,
                                                      const engine::ModelRepository& models);
+
+// POST /v1/jobs (and each line of POST /v1/batches, with `batch_line`): the generations fields,
+// plus `image` (base64 or a data: URL) with `mode`, `strength` and `image_guidance_scale` for
+// edits, plus `priority`, `deadline_ms`, `webhook` (and `custom_id` on batch lines).
+absl::StatusOr<ImageRequest> ParseJobRequest(const nlohmann::json& body,
+                                             const engine::ModelRepository& models,
+                                             bool batch_line);
 
 // POST /v1/images/edits: the parsed form parts (the image among them).
 absl::StatusOr<ImageRequest> ParseEditsRequest(const std::vector<http::FormPart>& parts,

@@ -9,23 +9,33 @@ http::Router MakeRouter() { return http::Router(RenderHttpError); }
 
 void AddRoutes(http::Router& router, const ApiContext& ctx) {
   const ApiContext* c = &ctx;
+  using P = http::PathParams;
+  using R = http::Request;
   router.Add("POST", "/v1/images/generations",
-             [c](const http::Request& r, const http::PathParams&) {
-               return HandleImageGenerations(*c, r);
-             });
-  router.Add("POST", "/v1/images/edits", [c](const http::Request& r, const http::PathParams&) {
-    return HandleImageEdits(*c, r);
-  });
-  router.Add("GET", "/v1/models", [c](const http::Request& r, const http::PathParams&) {
-    return HandleListModels(*c, r);
-  });
-  router.Add("GET", "/v1/models/{id}", [c](const http::Request&, const http::PathParams& p) {
-    return HandleGetModel(*c, p.at("id"));
-  });
-  router.Add("GET", "/healthz",
-             [c](const http::Request& r, const http::PathParams&) { return HandleHealthz(*c, r); });
-  router.Add("GET", "/readyz",
-             [c](const http::Request& r, const http::PathParams&) { return HandleReadyz(*c, r); });
+             [c](const R& r, const P&) { return HandleImageGenerations(*c, r); });
+  router.Add("POST", "/v1/images/edits",
+             [c](const R& r, const P&) { return HandleImageEdits(*c, r); });
+  router.Add("GET", "/v1/models", [c](const R& r, const P&) { return HandleListModels(*c, r); });
+  router.Add("GET", "/v1/models/{id}",
+             [c](const R&, const P& p) { return HandleGetModel(*c, p.at("id")); });
+  router.Add("GET", "/healthz", [c](const R& r, const P&) { return HandleHealthz(*c, r); });
+  router.Add("GET", "/readyz", [c](const R& r, const P&) { return HandleReadyz(*c, r); });
+  if (!ctx.jobs) return;
+  router.Add("POST", "/v1/jobs", [c](const R& r, const P&) { return HandleCreateJob(*c, r); });
+  router.Add("GET", "/v1/jobs", [c](const R& r, const P&) { return HandleListJobs(*c, r); });
+  router.Add("GET", "/v1/jobs/{id}",
+             [c](const R& r, const P& p) { return HandleGetJob(*c, r, p.at("id")); });
+  router.Add("DELETE", "/v1/jobs/{id}",
+             [c](const R& r, const P& p) { return HandleCancelJob(*c, r, p.at("id")); });
+  router.Add("GET", "/v1/jobs/{id}/events",
+             [c](const R& r, const P& p) { return HandleJobEvents(*c, r, p.at("id")); });
+  router.Add("POST", "/v1/batches", [c](const R& r, const P&) { return HandleCreateBatch(*c, r); });
+  router.Add("GET", "/v1/batches/{id}",
+             [c](const R& r, const P& p) { return HandleGetBatch(*c, r, p.at("id")); });
+  router.Add("GET", "/v1/batches/{id}/results",
+             [c](const R& r, const P& p) { return HandleBatchResults(*c, r, p.at("id")); });
+  router.Add("GET", "/v1/files/{key*}",
+             [c](const R& r, const P& p) { return HandleGetFile(*c, r, p.at("key")); });
 }
 
 }  // namespace kiln::api

@@ -3,13 +3,25 @@
 
 #include "engine/model_repository.h"
 #include "http/router.h"
+#include "queue/job_queue.h"
+#include "sched/job_events.h"
+#include "sched/job_service.h"
+#include "sched/scheduler.h"
+#include "store/blob_store.h"
 
 namespace kiln::api {
 
 struct ApiContext {
   const engine::ModelRepository* models = nullptr;
+  sched::Scheduler* scheduler = nullptr;
+  sched::JobService* jobs = nullptr;
+  queue::JobQueue* queue = nullptr;
+  store::BlobStore* store = nullptr;
+  sched::JobEvents* events = nullptr;
   size_t max_json_bytes = 1 << 20;        // /v1/images/generations bodies
-  size_t max_multipart_bytes = 24 << 20;  // /v1/images/edits bodies
+  size_t max_multipart_bytes = 24 << 20;  // /v1/images/edits and /v1/jobs bodies
+  size_t max_batch_bytes = 16 << 20;      // /v1/batches bodies
+  int max_batch_lines = 10000;
 };
 
 // A router whose errors use the OpenAI error shape.

@@ -19,6 +19,14 @@ struct ServeOptions {
   std::string device = "cpu";
   int threads = 0;  // torch intra-op threads; 0 = all cores
   bool log_text = false;
+  int replicas = 1;               // per model
+  std::string batching = "step";  // step | request (the baseline, for benchmarks)
+  int max_attempts = 3;
+  int lease_seconds = 30;
+  int grace_seconds = 30;
+  int max_queued_jobs = 10000;
+  int max_queued_sync = 64;
+  std::string webhook_secret;  // default: $KILN_WEBHOOK_SECRET, else generated into --data
 };
 
 struct GenerateOptions {

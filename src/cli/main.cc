@@ -25,6 +25,23 @@ int main(int argc, char** argv) {
   s->add_option("--threads", serve.threads, "Torch intra-op threads (0 = all cores)")
       ->check(CLI::Range(0, 1024));
   s->add_flag("--log-text", serve.log_text, "Plain-text logs instead of JSON lines");
+  s->add_option("--replicas", serve.replicas, "Engine replicas per model")
+      ->check(CLI::Range(1, 64));
+  s->add_option("--batching", serve.batching, "step (continuous) | request (baseline)")
+      ->check(CLI::IsMember({"step", "request"}));
+  s->add_option("--max-attempts", serve.max_attempts, "Attempts per job before it fails")
+      ->check(CLI::Range(1, 100));
+  s->add_option("--lease-seconds", serve.lease_seconds, "Job lease without a heartbeat")
+      ->check(CLI::Range(2, 86400));
+  s->add_option("--grace-seconds", serve.grace_seconds, "Time to finish running work on stop")
+      ->check(CLI::Range(0, 86400));
+  s->add_option("--max-queued-jobs", serve.max_queued_jobs, "Queued jobs per model before 429")
+      ->check(CLI::Range(1, 10000000));
+  s->add_option("--max-queued-sync", serve.max_queued_sync,
+                "Waiting sync requests per model before 429")
+      ->check(CLI::Range(1, 100000));
+  s->add_option("--webhook-secret", serve.webhook_secret,
+                "HMAC key for webhook signatures (default $KILN_WEBHOOK_SECRET)");
 
   kiln::cli::GenerateOptions gen;
   auto* g = app.add_subcommand("generate", "Generate images from a prompt into PNG files");

@@ -1,19 +1,59 @@
-// `kiln serve`: load the models, serve the API, stop cleanly on SIGINT/SIGTERM.
+// `kiln serve`: the embedded mode. Loads the models, opens the SQLite queue and the local store
+// under --data, starts the scheduler, serves the API, and stops cleanly on SIGINT/SIGTERM.
+#include <fcntl.h>
+#include <sys/file.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "api/routes.h"
 #include "cli/commands.h"
+#include "core/crypto.h"
 #include "core/logging.h"
 #include "engine/model_repository.h"
 #include "http/server.h"
+#include "queue/job_queue.h"
+#include "sched/job_events.h"
+#include "sched/job_service.h"
+#include "sched/scheduler.h"
+#include "sched/webhooks.h"
+#include "store/blob_store.h"
 #include "yaml-cpp/yaml.h"
 
 namespace kiln::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string Message(const absl::Status& s) { return std::string(s.message()); }
+
+// The webhook key: the flag, the environment, or a key generated once into the data dir.
+absl::StatusOr<std::string> WebhookSecret(const ServeOptions& o, const fs::path& data) {
+  if (!o.webhook_secret.empty()) return o.webhook_secret;
+  if (const char* env = std::getenv("KILN_WEBHOOK_SECRET"); env && *env) return std::string(env);
+  const fs::path path = data / "webhook-secret";
+  std::ifstream in(path);
+  std::string secret;
+  if (in && std::getline(in, secret) && !secret.empty()) return secret;
+  secret = RandomHex(32);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return absl::UnavailableError("cannot write " + path.string());
+  const std::string line = secret + "\n";
+  const bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  ::close(fd);
+  if (!ok) return absl::UnavailableError("cannot write " + path.string());
+  log::Info("generated a webhook signing key", {{"path", path.string()}});
+  return secret;
+}
+
+}  // namespace
 
 std::string ApplyServeConfig(const std::string& path, ServeOptions& o, const ServeOptions& d) {
   YAML::Node root;
@@ -29,11 +69,14 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o, const Ser
       auto set_str = [&](std::string& field, const std::string& def) {
         if (field == def) field = kv.second.as<std::string>();
       };
+      auto set_int = [&](int& field, int def) {
+        if (field == def) field = kv.second.as<int>();
+      };
       if (key == "host")
         set_str(o.host, d.host);
-      else if (key == "port") {
-        if (o.port == d.port) o.port = kv.second.as<int>();
-      } else if (key == "models")
+      else if (key == "port")
+        set_int(o.port, d.port);
+      else if (key == "models")
         set_str(o.models, d.models);
       else if (key == "data")
         set_str(o.data, d.data);
@@ -45,26 +88,37 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o, const Ser
         set_str(o.role, d.role);
       else if (key == "device")
         set_str(o.device, d.device);
-      else if (key == "threads") {
-        if (o.threads == d.threads) o.threads = kv.second.as<int>();
-      } else
+      else if (key == "threads")
+        set_int(o.threads, d.threads);
+      else if (key == "replicas")
+        set_int(o.replicas, d.replicas);
+      else if (key == "max_attempts")
+        set_int(o.max_attempts, d.max_attempts);
+      else if (key == "lease_seconds")
+        set_int(o.lease_seconds, d.lease_seconds);
+      else if (key == "grace_seconds")
+        set_int(o.grace_seconds, d.grace_seconds);
+      else if (key == "max_queued_jobs")
+        set_int(o.max_queued_jobs, d.max_queued_jobs);
+      else if (key == "max_queued_sync")
+        set_int(o.max_queued_sync, d.max_queued_sync);
+      else
         return path + ": unknown key '" + key + "'";
     } catch (const YAML::Exception& e) {
       return path + ": key '" + key + "': " + e.what();
     }
   }
   if (o.port < 0 || o.port > 65535) return path + ": key 'port': must be in 0..65535";
+  if (o.replicas < 1 || o.replicas > 64) return path + ": key 'replicas': must be in 1..64";
   return "";
 }
 
 int RunServe(ServeOptions o) {
   if (o.role != "all") {
-    log::Error("only --role all (the embedded mode) is available in this build",
-               {{"role", o.role}});
-    return 2;
-  }
-  if (!o.queue.empty() || !o.store.empty()) {
-    log::Error("--queue and --store arrive with the serving core; this build serves synchronously");
+    log::Error(
+        "only --role all (the embedded mode) is available in this build; gateway and "
+        "worker roles arrive with the distributed mode",
+        {{"role", o.role}});
     return 2;
   }
   // LibTorch from Debian starts with one intra-op thread; 0 means use every core.
@@ -72,20 +126,84 @@ int RunServe(ServeOptions o) {
                           ? o.threads
                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   std::error_code ec;
-  std::filesystem::create_directories(o.data, ec);
+  fs::create_directories(o.data, ec);
   if (ec) {
     log::Error("cannot create the data directory", {{"data", o.data}, {"error", ec.message()}});
     return 1;
   }
-
-  auto models = engine::ModelRepository::Load(o.models, o.device);
-  if (!models.ok()) {
-    log::Error("cannot load models", {{"error", std::string(models.status().message())}});
+  const fs::path data = fs::absolute(o.data).lexically_normal();
+  // One embedded server per data directory: it owns every running job in the queue.
+  const int lock_fd = ::open((data / "kiln.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd < 0 || ::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    log::Error("another kiln server uses this data directory", {{"data", data.string()}});
     return 1;
   }
 
+  const std::string queue_url =
+      o.queue.empty() ? "sqlite://" + (data / "queue.db").string() : o.queue;
+  const std::string store_url = o.store.empty() ? "file://" + (data / "store").string() : o.store;
+  auto queue = queue::JobQueue::Open(queue_url);
+  if (!queue.ok()) {
+    log::Error("cannot open the job queue",
+               {{"queue", queue_url}, {"error", Message(queue.status())}});
+    return 1;
+  }
+  auto store = store::BlobStore::Open(store_url);
+  if (!store.ok()) {
+    log::Error("cannot open the store", {{"store", store_url}, {"error", Message(store.status())}});
+    return 1;
+  }
+  // Jobs left running by a previous process (killed, or the machine died) go back to the queue.
+  auto orphans = (*queue)->ExpireLeases(/*all=*/true);
+  if (!orphans.ok()) {
+    log::Error("cannot recover jobs", {{"error", Message(orphans.status())}});
+    return 1;
+  }
+  if (!orphans->empty()) log::Info("recovered interrupted jobs", {{"count", orphans->size()}});
+
+  auto models = engine::ModelRepository::Load(o.models, o.device);
+  if (!models.ok()) {
+    log::Error("cannot load models", {{"error", Message(models.status())}});
+    return 1;
+  }
+  auto secret = WebhookSecret(o, data);
+  if (!secret.ok()) {
+    log::Error("no webhook signing key", {{"error", Message(secret.status())}});
+    return 1;
+  }
+
+  sched::JobEvents events;
+  sched::WebhookOptions wo;
+  wo.secret = *secret;
+  queue::JobQueue* q = queue->get();
+  sched::WebhookSender webhooks(wo, [q](const std::string& id, const nlohmann::json& status) {
+    (void)q->SetWebhookStatus(id, status.dump());
+  });
+  sched::JobServiceOptions jo;
+  jo.max_attempts = o.max_attempts;
+  sched::JobService jobs(q, store->get(), models->get(), &events, &webhooks, jo);
+  sched::SchedulerOptions so;
+  so.replicas = o.replicas;
+  so.device = o.device;
+  so.lease = std::chrono::seconds(o.lease_seconds);
+  so.max_queued_jobs = o.max_queued_jobs;
+  so.max_queued_sync = o.max_queued_sync;
+  so.request_level = o.batching == "request";
+  sched::Scheduler scheduler(models->get(), q, &jobs, so);
+  jobs.set_scheduler(&scheduler);
+  if (absl::Status s = scheduler.Start(); !s.ok()) {
+    log::Error("cannot start the scheduler", {{"error", Message(s)}});
+    return 1;
+  }
+  jobs.ResendPendingWebhooks();
+
   api::ApiContext context;
   context.models = models->get();
+  context.scheduler = &scheduler;
+  context.jobs = &jobs;
+  context.queue = q;
+  context.store = store->get();
+  context.events = &events;
   http::Router router = api::MakeRouter();
   api::AddRoutes(router, context);
 
@@ -94,23 +212,45 @@ int RunServe(ServeOptions o) {
   options.port = static_cast<uint16_t>(o.port);
   auto server = http::Server::Start(options, router);
   if (!server.ok()) {
-    log::Error("cannot start the server", {{"error", std::string(server.status().message())}});
+    log::Error("cannot start the server", {{"error", Message(server.status())}});
+    scheduler.Stop(std::chrono::seconds(0));
     return 1;
   }
   log::Info("listening", {{"url", "http://" + o.host + ":" + std::to_string((*server)->port())},
                           {"port", (*server)->port()},
-                          {"models", (*models)->entries().size()}});
+                          {"models", (*models)->entries().size()},
+                          {"queue", queue_url},
+                          {"store", (*store)->Describe()},
+                          {"batching", o.batching},
+                          {"replicas", o.replicas}});
 
-  // Wait for a signal; nothing runs inside a signal handler.
-  boost::asio::io_context signals_io;
-  boost::asio::signal_set signals(signals_io, SIGINT, SIGTERM);
+  // Wait for a signal (nothing runs inside a signal handler); keep SSE streams alive meanwhile.
+  boost::asio::io_context io;
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  boost::asio::steady_timer keepalive(io);
   int received = 0;
-  signals.async_wait([&](const boost::system::error_code&, int sig) { received = sig; });
-  signals_io.run();
+  std::function<void()> tick = [&] {
+    keepalive.expires_after(std::chrono::seconds(15));
+    keepalive.async_wait([&](const boost::system::error_code& e) {
+      if (e) return;
+      events.Keepalive();
+      tick();
+    });
+  };
+  tick();
+  signals.async_wait([&](const boost::system::error_code&, int sig) {
+    received = sig;
+    keepalive.cancel();
+  });
+  io.run();
 
   log::Info("shutting down", {{"signal", received}, {"in_flight", (*server)->in_flight()}});
-  (*server)->Shutdown(std::chrono::seconds(60));
+  events.Shutdown();  // event streams end; clients reconnect elsewhere
+  (*server)->Shutdown(std::chrono::seconds(o.grace_seconds));
+  scheduler.Stop(std::chrono::seconds(o.grace_seconds));
+  webhooks.Stop();
   log::Info("stopped");
+  ::close(lock_fd);
   return 0;
 }
 

@@ -9,6 +9,17 @@ namespace kiln {
 namespace {
 constexpr absl::string_view kFieldPayload = "kiln.dev/field";
 constexpr absl::string_view kHttpPayload = "kiln.dev/http-status";
+constexpr absl::string_view kRetryPayload = "kiln.dev/retry-after";
+
+std::optional<int> IntPayload(const absl::Status& status, absl::string_view url) {
+  auto payload = status.GetPayload(url);
+  if (!payload) return std::nullopt;
+  std::string text(*payload);
+  int value = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || ptr != text.data() + text.size()) return std::nullopt;
+  return value;
+}
 }  // namespace
 
 absl::Status InvalidField(std::string_view field, std::string_view message) {
@@ -32,13 +43,16 @@ absl::Status WithHttpStatus(absl::Status status, int http_status) {
 }
 
 std::optional<int> HttpStatusOf(const absl::Status& status) {
-  auto payload = status.GetPayload(kHttpPayload);
-  if (!payload) return std::nullopt;
-  std::string text(*payload);
-  int value = 0;
-  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || ptr != text.data() + text.size()) return std::nullopt;
-  return value;
+  return IntPayload(status, kHttpPayload);
+}
+
+absl::Status WithRetryAfter(absl::Status status, int seconds) {
+  status.SetPayload(kRetryPayload, absl::Cord(StrCat(seconds)));
+  return status;
+}
+
+std::optional<int> RetryAfterOf(const absl::Status& status) {
+  return IntPayload(status, kRetryPayload);
 }
 
 absl::Status Annotate(const absl::Status& status, std::string_view context) {

@@ -40,6 +40,10 @@ std::optional<std::string> FieldOf(const absl::Status& status);
 absl::Status WithHttpStatus(absl::Status status, int http_status);
 std::optional<int> HttpStatusOf(const absl::Status& status);
 
+// Attaches a Retry-After (seconds) to an error, for 429 and 503 answers.
+absl::Status WithRetryAfter(absl::Status status, int seconds);
+std::optional<int> RetryAfterOf(const absl::Status& status);
+
 // Adds context in front of an error's message, keeping its code and payloads.
 absl::Status Annotate(const absl::Status& status, std::string_view context);
 

@@ -57,6 +57,8 @@ std::vector<std::string_view> Split(std::string_view text, std::string_view sep,
 std::string Join(const std::vector<std::string>& parts, std::string_view sep);
 std::string ReplaceAll(std::string_view text, std::string_view from, std::string_view to);
 std::string Base64Encode(std::string_view bytes);
+// Standard alphabet with padding (or none); whitespace is not allowed.
+absl::StatusOr<std::string> Base64Decode(std::string_view text);
 
 // ---- Parsing -------------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ class TorchGeneration final : public Generation {
   torch::Tensor hidden_neg;               // [1, T, D] negative (or empty) prompt
   torch::Tensor image_cond;               // [1, C', h, w]; zeros for text-to-image
   std::vector<at::Generator> generators;  // one per image, seeded seed + i
+  torch::Tensor denoised;                 // the last step's estimate of x0, for previews
 };
 
 }  // namespace kiln::engine

@@ -305,6 +305,7 @@ absl::Status Pipeline::Impl::StepLocked(std::span<Generation* const> batch) {
       denoised = tg->x / s2 - pred * (sigma / std::sqrt(s2));
     }
     tg->sampler.Advance(tg->x, denoised, tg->generators);
+    tg->denoised = denoised.slice(0, 0, 1);
   }
   return absl::OkStatus();
 }
@@ -336,6 +337,27 @@ absl::StatusOr<std::vector<Image>> Pipeline::Finish(Generation& generation) {
   std::vector<Image> images;
   for (int64_t i = 0; i < pixels.size(0); ++i) images.push_back(TensorToImage(pixels[i]));
   return images;
+}
+
+absl::StatusOr<Image> Pipeline::Preview(const Generation& generation, int max_side) {
+  const auto& tg = static_cast<const TorchGeneration&>(generation);
+  if (!tg.denoised.defined()) return absl::FailedPreconditionError("no step taken yet");
+  c10::InferenceMode inference;
+  torch::Tensor d = tg.denoised.to(torch::kCPU).to(torch::kFloat32);
+  if (impl_->spec.kind == ModelKind::kLatent) {
+    d = d.slice(1, 0, std::min<int64_t>(3, d.size(1))) * 0.5;
+    if (d.size(1) < 3) d = d.expand({1, 3, d.size(2), d.size(3)}).contiguous();
+  }
+  const int64_t h = d.size(2), w = d.size(3);
+  const int64_t longest = std::max(h, w);
+  if (longest > max_side) {
+    const int64_t nh = std::max<int64_t>(1, h * max_side / longest);
+    const int64_t nw = std::max<int64_t>(1, w * max_side / longest);
+    d = torch::nn::functional::interpolate(d, torch::nn::functional::InterpolateFuncOptions()
+                                                  .size(std::vector<int64_t>{nh, nw})
+                                                  .mode(torch::kArea));
+  }
+  return TensorToImage(d[0]);
 }
 
 absl::StatusOr<std::vector<Image>> Pipeline::Generate(

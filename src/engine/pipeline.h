@@ -51,6 +51,11 @@ class Pipeline {
   // Decodes a finished generation into its n images. REQUIRES: generation.done().
   absl::StatusOr<std::vector<Image>> Finish(Generation& generation);
 
+  // A low-resolution preview (at most `max_side` pixels a side) of the first image's current
+  // estimate, for progress events. For latent models it shows the first three latent channels
+  // (no decoder call), a rough picture. REQUIRES: at least one step taken.
+  absl::StatusOr<Image> Preview(const Generation& generation, int max_side = 64);
+
   // Start, Step until done, Finish. `on_step(step, num_steps)` runs after each step.
   absl::StatusOr<std::vector<Image>> Generate(
       const GenerationRequest& request, const std::function<void(int, int)>& on_step = nullptr);

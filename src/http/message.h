@@ -1,7 +1,9 @@
 // Request and Response: the HTTP messages handlers see, free of Beast types. Plain data.
 #pragma once
 
+#include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -25,11 +27,30 @@ struct Request {
   std::string MediaType() const;
 };
 
+// A response body produced over time (Server-Sent Events). The server calls Next() and writes
+// each chunk it is given; nullopt ends the body. At most one Next() is outstanding, and
+// `deliver` may be called from any thread. Cancel() tells the source the client went away.
+class ChunkSource {
+ public:
+  virtual ~ChunkSource() = default;
+  virtual void Next(std::function<void(std::optional<std::string>)> deliver) = 0;
+  virtual void Cancel() {}
+};
+
+struct Response;
+// Sends the final response of a deferred request; call exactly once, from any thread.
+using Responder = std::function<void(Response)>;
+
 struct Response {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
+  // When set, `body` is ignored and the body is streamed from this source (chunked).
+  std::shared_ptr<ChunkSource> stream;
+  // When set, everything else is ignored: the server calls it with a Responder, and the handler
+  // thread is free while the answer is being prepared (a sync generation waiting its turn).
+  std::function<void(Responder)> deferred;
 
   static Response Json(int status, std::string body);
 };

@@ -21,11 +21,19 @@ void Router::Add(std::string method, std::string pattern, Handler handler) {
 
 bool Router::Match(const Route& route, const std::vector<std::string>& segments,
                    PathParams& params) {
-  if (route.segments.size() != segments.size()) return false;
+  const bool rest = !route.segments.empty() && route.segments.back().size() > 3 &&
+                    route.segments.back().ends_with("*}");
+  if (rest ? segments.size() < route.segments.size() : route.segments.size() != segments.size()) {
+    return false;
+  }
   PathParams out;
-  for (size_t i = 0; i < segments.size(); ++i) {
+  for (size_t i = 0; i < route.segments.size(); ++i) {
     const std::string& want = route.segments[i];
-    if (want.size() > 2 && want.front() == '{' && want.back() == '}') {
+    if (rest && i + 1 == route.segments.size()) {
+      std::vector<std::string> tail(segments.begin() + static_cast<std::ptrdiff_t>(i),
+                                    segments.end());
+      out[want.substr(1, want.size() - 3)] = Join(tail, "/");
+    } else if (want.size() > 2 && want.front() == '{' && want.back() == '}') {
       out[want.substr(1, want.size() - 2)] = segments[i];
     } else if (want != segments[i]) {
       return false;

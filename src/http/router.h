@@ -1,5 +1,6 @@
 // Router: maps (method, path pattern) to handlers. Patterns are literal segments and `{name}`
-// captures ("/v1/jobs/{id}"). Routes are added before serving starts; Dispatch is thread-safe.
+// captures ("/v1/jobs/{id}"); a last segment `{name*}` captures the rest of the path
+// ("/v1/files/{key*}"). Routes are added before serving starts; Dispatch is thread-safe.
 #pragma once
 
 #include <functional>

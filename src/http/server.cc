@@ -105,10 +105,75 @@ class Session : public std::enable_shared_from_this<Session> {
         log::Error("handler threw", {{"path", request->path}, {"error", e.what()}});
         response = self->server_->router->render_error()(500, "internal error");
       }
-      asio::post(self->stream_.get_executor(), [self, response = std::move(response)]() mutable {
-        self->Write(std::move(response), /*counted=*/true);
+      if (response.deferred) {
+        auto deferred = std::move(response.deferred);
+        auto once = std::make_shared<std::atomic<bool>>(false);
+        deferred([self, once](Response later) {
+          if (once->exchange(true)) return;
+          self->Respond(std::move(later));
+        });
+        return;
+      }
+      self->Respond(std::move(response));
+    });
+  }
+
+  // Hands a response to the connection's executor (from any thread).
+  void Respond(Response response) {
+    asio::post(stream_.get_executor(),
+               [self = shared_from_this(), response = std::move(response)]() mutable {
+                 if (response.stream) {
+                   self->WriteStream(std::move(response));
+                 } else {
+                   self->Write(std::move(response), /*counted=*/true);
+                 }
+               });
+  }
+
+  // Streams a chunked body from response.stream; the connection closes after it.
+  void WriteStream(Response response) {
+    auto res = std::make_shared<bhttp::response<bhttp::empty_body>>();
+    res->version(version_);
+    res->result(static_cast<unsigned>(response.status));
+    res->set(bhttp::field::server, "kiln");
+    if (!response.content_type.empty()) res->set(bhttp::field::content_type, response.content_type);
+    for (auto& [k, v] : response.headers) res->set(k, v);
+    res->keep_alive(false);
+    res->chunked(true);
+    auto sr = std::make_shared<bhttp::response_serializer<bhttp::empty_body>>(*res);
+    std::shared_ptr<ChunkSource> source = std::move(response.stream);
+    stream_.expires_never();
+    bhttp::async_write_header(
+        stream_, *sr, [self = shared_from_this(), res, sr, source](beast::error_code ec, size_t) {
+          if (ec) return self->EndStream(source, /*cancel=*/true);
+          self->PullChunk(source);
+        });
+  }
+
+  void PullChunk(std::shared_ptr<ChunkSource> source) {
+    source->Next([self = shared_from_this(), source](std::optional<std::string> chunk) {
+      asio::post(self->stream_.get_executor(), [self, source, chunk = std::move(chunk)] {
+        if (!chunk) {
+          asio::async_write(self->stream_, bhttp::make_chunk_last(),
+                            [self, source](beast::error_code, size_t) {
+                              self->EndStream(source, /*cancel=*/false);
+                            });
+          return;
+        }
+        auto data = std::make_shared<std::string>(std::move(*chunk));
+        asio::async_write(self->stream_, bhttp::make_chunk(asio::buffer(*data)),
+                          [self, source, data](beast::error_code ec, size_t) {
+                            if (ec) return self->EndStream(source, /*cancel=*/true);
+                            self->PullChunk(source);
+                          });
       });
     });
+  }
+
+  void EndStream(const std::shared_ptr<ChunkSource>& source, bool cancel) {
+    if (cancel) source->Cancel();
+    --server_->in_flight;
+    Close();
   }
 
   void WriteError(int status, const std::string& message) {

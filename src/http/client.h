@@ -1,0 +1,29 @@
+// A small blocking HTTP client (libcurl) for outgoing calls: webhooks, and later OTLP and the
+// object store. Thread-safe: each call uses its own handle.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace kiln::http {
+
+struct ClientResponse {
+  long status = 0;
+  std::string body;  // at most 64 KiB kept
+};
+
+// POSTs `body` to an http(s) URL. Transport failures (refused, timeout, DNS) are Unavailable;
+// any HTTP answer, 5xx included, is a ClientResponse. Redirects are not followed.
+absl::StatusOr<ClientResponse> Post(const std::string& url, const std::string& body,
+                                    const std::vector<std::pair<std::string, std::string>>& headers,
+                                    std::chrono::milliseconds timeout);
+
+// InvalidArgument (naming `field`) unless `url` is an absolute http:// or https:// URL with a
+// host, at most 2048 bytes, without spaces or control characters.
+absl::Status CheckHttpUrl(std::string_view url, std::string_view field);
+
+}  // namespace kiln::http

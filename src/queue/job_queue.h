@@ -1,0 +1,124 @@
+// JobQueue: the durable, at-least-once queue of async jobs. A claimed job holds a lease that its
+// worker renews by heartbeats; a lease that expires returns the job to the queue (or fails it
+// after max attempts, with the last error). Claims serve priority classes strictly, then
+// priority, then weighted fair shares across tenants (each tenant's queued cost, cumulated in
+// order, divided by its weight), then age. Implementations are thread-safe.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "queue/job.h"
+
+namespace kiln::queue {
+
+struct QueueOptions {
+  std::function<int64_t()> now_ms;  // defaults to the system clock
+  bool synchronous_full = true;     // SQLite: fsync every commit (durable across power loss)
+};
+
+struct EnqueueResult {
+  Job job;
+  bool created = true;  // false: an earlier job with the same idempotency key was returned
+};
+
+struct JobFilter {
+  std::optional<JobState> state;
+  std::string model;     // empty: any
+  std::string batch_id;  // empty: any
+  std::string before;    // cursor: only ids sorted before this one (newest first paging)
+  int limit = 20;
+};
+
+struct JobPage {
+  std::vector<Job> jobs;  // newest first
+  bool has_more = false;
+};
+
+struct Batch {
+  std::string id;
+  std::string model;
+  int64_t created_ms = 0;
+  int total = 0;
+  std::string metadata;  // JSON object
+};
+
+struct ModelBacklog {
+  int queued = 0;
+  int running = 0;
+  double queued_cost = 0;  // device-seconds
+  std::map<PriorityClass, int> queued_by_class;
+};
+
+// Where a queued job stands: the jobs that will be claimed before it.
+struct QueuePosition {
+  int ahead = 0;
+  double cost_ahead = 0;
+};
+
+class JobQueue {
+ public:
+  virtual ~JobQueue() = default;
+
+  // "sqlite:///abs/path.db" or "memory:" (SQLite in memory; for unit tests).
+  static absl::StatusOr<std::unique_ptr<JobQueue>> Open(std::string_view url,
+                                                        QueueOptions options = {});
+
+  // Stores a new queued job. With an idempotency key this tenant used before, returns the earlier
+  // job (created = false), or FailedPrecondition when its request differs.
+  virtual absl::StatusOr<EnqueueResult> Enqueue(const NewJob& job) = 0;
+  // Stores a batch record and all its jobs in one transaction: all or nothing.
+  virtual absl::Status EnqueueBatch(const Batch& batch, const std::vector<NewJob>& jobs) = 0;
+
+  // Leases up to `max` queued jobs of `model` to `worker` until now + lease_ms (state running,
+  // attempts + 1), in claim order.
+  virtual absl::StatusOr<std::vector<Job>> Claim(const std::string& model, int max,
+                                                 const std::string& worker, int64_t lease_ms) = 0;
+  // Renews the lease and records progress. FailedPrecondition when `worker` no longer holds it.
+  virtual absl::Status Heartbeat(const std::string& id, const std::string& worker, int64_t lease_ms,
+                                 int step, int num_steps) = 0;
+  // running -> succeeded with its results. FailedPrecondition when the lease was lost.
+  virtual absl::Status Complete(const std::string& id, const std::string& worker,
+                                const std::vector<std::string>& result_keys) = 0;
+  // running -> queued again when `retryable` and attempts remain, else failed. Returns the job.
+  virtual absl::StatusOr<Job> Fail(const std::string& id, const std::string& worker,
+                                   const std::string& error, const std::string& code,
+                                   bool retryable) = 0;
+  // running -> queued without counting the attempt (a worker handing a job back on shutdown).
+  virtual absl::Status Release(const std::string& id, const std::string& worker) = 0;
+  // queued -> cancelled at once; running -> cancel_requested (the worker stops it at its next
+  // step and calls MarkCancelled). Final jobs are returned unchanged. NotFound for unknown ids.
+  virtual absl::StatusOr<Job> Cancel(const std::string& id) = 0;
+  virtual absl::Status MarkCancelled(const std::string& id, const std::string& worker) = 0;
+
+  virtual absl::StatusOr<Job> Get(const std::string& id) = 0;
+  virtual absl::StatusOr<JobPage> List(const JobFilter& filter) = 0;
+  virtual absl::StatusOr<Batch> GetBatch(const std::string& id) = 0;
+  // Counts of a batch's jobs by state.
+  virtual absl::StatusOr<std::map<JobState, int>> BatchCounts(const std::string& id) = 0;
+
+  // Running jobs whose lease ended before now: requeued, or failed after max attempts. With
+  // `all`, every running job counts as expired (a restarted embedded server owns them all).
+  // Returns the jobs as they are afterwards.
+  virtual absl::StatusOr<std::vector<Job>> ExpireLeases(bool all = false) = 0;
+  // Queued jobs whose deadline passed before they started: failed (deadline_exceeded).
+  virtual absl::StatusOr<std::vector<Job>> ExpireDeadlines() = 0;
+
+  virtual absl::StatusOr<ModelBacklog> Backlog(const std::string& model) = 0;
+  virtual absl::StatusOr<QueuePosition> Position(const Job& job) = 0;
+
+  // Webhook delivery outcome (a JSON object) recorded on the job.
+  virtual absl::Status SetWebhookStatus(const std::string& id, const std::string& status_json) = 0;
+  // Final jobs with a webhook whose delivery has not finished (after a restart).
+  virtual absl::StatusOr<std::vector<Job>> PendingWebhooks() = 0;
+
+  // Weighted fair sharing: a tenant's weight (default 1).
+  virtual absl::Status SetTenantWeight(const std::string& tenant, double weight) = 0;
+};
+
+}  // namespace kiln::queue

@@ -1,0 +1,311 @@
+#include "sched/job_service.h"
+
+#include "core/ids.h"
+#include "core/logging.h"
+#include "core/status_util.h"
+#include "core/strings.h"
+#include "engine/image_codec.h"
+#include "engine/request_codec.h"
+
+namespace kiln::sched {
+namespace {
+
+constexpr size_t kMaxInputBytes = 16 << 20;
+constexpr int64_t kMaxInputPixels = 4096 * 4096;
+
+nlohmann::json Seconds(int64_t ms) {
+  return ms > 0 ? nlohmann::json(ms / 1000.0) : nlohmann::json(nullptr);
+}
+
+}  // namespace
+
+JobService::JobService(queue::JobQueue* queue, store::BlobStore* store,
+                       engine::ModelRepository* models, JobEvents* events, WebhookSender* webhooks,
+                       JobServiceOptions options)
+    : queue_(queue),
+      store_(store),
+      models_(models),
+      events_(events),
+      webhooks_(webhooks),
+      options_(std::move(options)) {}
+
+std::string JobService::ResultKey(const std::string& job_id, int index) {
+  return StrCat("jobs/", job_id, "/", index, ".png");
+}
+
+std::string JobService::InputKey(const std::string& job_id) {
+  return StrCat("jobs/", job_id, "/input");
+}
+
+absl::StatusOr<queue::NewJob> JobService::Prepare(JobSubmission& s) {
+  queue::NewJob job;
+  job.id = NewUlid();
+  job.model = s.model;
+  KILN_ASSIGN_OR_RETURN(job.cost, scheduler_->EstimateCost(s.model, s.request));
+  std::string image_key;
+  if (!std::holds_alternative<engine::TextToImage>(s.request.conditioning)) {
+    image_key = InputKey(job.id);
+  }
+  nlohmann::json request = engine::RequestToJson(s.request, image_key);
+  if (!s.custom_id.empty()) request["custom_id"] = s.custom_id;
+  job.request = request.dump();
+  job.klass = s.klass;
+  job.priority = s.priority;
+  job.tenant = s.tenant;
+  job.deadline_ms = s.deadline_ms;
+  job.webhook = s.webhook;
+  job.idempotency_key = s.idempotency_key;
+  job.max_attempts = options_.max_attempts;
+  return job;
+}
+
+absl::StatusOr<queue::EnqueueResult> JobService::Submit(JobSubmission s) {
+  KILN_ASSIGN_OR_RETURN(queue::NewJob job, Prepare(s));
+  KILN_RETURN_IF_ERROR(scheduler_->AdmitJob(job.model, job.klass, job.cost, job.deadline_ms));
+  if (!s.image_bytes.empty()) {
+    KILN_RETURN_IF_ERROR(
+        Annotate(store_->Put(InputKey(job.id), s.image_bytes), "storing the input image"));
+  }
+  auto result = queue_->Enqueue(job);
+  if (!result.ok() || !result->created) {
+    // Nothing refers to the input we just wrote.
+    if (!s.image_bytes.empty()) (void)store_->Delete(InputKey(job.id));
+    return result;
+  }
+  scheduler_->NotifyQueued(job.model);
+  return result;
+}
+
+absl::StatusOr<queue::Batch> JobService::SubmitBatch(std::vector<JobSubmission> submissions,
+                                                     const nlohmann::json& metadata) {
+  queue::Batch batch;
+  batch.id = NewUlid();
+  batch.total = static_cast<int>(submissions.size());
+  batch.metadata = metadata.dump();
+  std::vector<queue::NewJob> jobs;
+  double cost = 0;
+  for (JobSubmission& s : submissions) {
+    KILN_ASSIGN_OR_RETURN(queue::NewJob job, Prepare(s));
+    job.batch_id = batch.id;
+    cost += job.cost;
+    if (batch.model.empty()) batch.model = job.model;
+    if (batch.model != job.model) batch.model = "mixed";
+    jobs.push_back(std::move(job));
+  }
+  KILN_RETURN_IF_ERROR(
+      scheduler_->AdmitJob(jobs.front().model, queue::PriorityClass::kBatch, cost, 0));
+  KILN_RETURN_IF_ERROR(queue_->EnqueueBatch(batch, jobs));
+  for (const queue::NewJob& j : jobs) scheduler_->NotifyQueued(j.model);
+  return queue_->GetBatch(batch.id);
+}
+
+absl::StatusOr<queue::Job> JobService::Cancel(const std::string& id) {
+  KILN_ASSIGN_OR_RETURN(queue::Job job, queue_->Cancel(id));
+  if (job.state == queue::JobState::kRunning) {
+    // Held here: stop it at the next step boundary (or drop it if it had not started).
+    scheduler_->Cancel(id);
+  } else if (job.state == queue::JobState::kCancelled && job.finished_ms > 0) {
+    Changed(job);
+  }
+  return job;
+}
+
+absl::StatusOr<WorkItemPtr> JobService::Load(const queue::Job& job) {
+  auto parsed = nlohmann::json::parse(job.spec.request, nullptr, false);
+  if (parsed.is_discarded()) return absl::InvalidArgumentError("the stored request is not JSON");
+  KILN_ASSIGN_OR_RETURN(engine::StoredRequest stored, engine::RequestFromJson(parsed));
+  if (!stored.image_key.empty()) {
+    KILN_ASSIGN_OR_RETURN(std::string bytes, store_->Get(stored.image_key));
+    KILN_ASSIGN_OR_RETURN(engine::Image image,
+                          engine::DecodeImage(bytes, {kMaxInputBytes, kMaxInputPixels}));
+    if (auto* e = std::get_if<engine::InstructEdit>(&stored.request.conditioning)) {
+      e->image = std::move(image);
+    } else if (auto* i = std::get_if<engine::ImageToImage>(&stored.request.conditioning)) {
+      i->image = std::move(image);
+    }
+  }
+  auto item = std::make_shared<WorkItem>();
+  item->id = job.id();
+  item->model = job.spec.model;
+  item->request = std::move(stored.request);
+  item->klass = job.spec.klass;
+  item->priority = job.spec.priority;
+  item->tenant = job.spec.tenant;
+  item->cost = job.spec.cost;
+  item->rows = item->request.n *
+               (std::holds_alternative<engine::InstructEdit>(item->request.conditioning) ? 3
+                : item->request.guidance_scale == 1.0                                    ? 1
+                                                                                         : 2);
+  const std::string id = job.id();
+  item->wants_preview = [this, id] { return events_->WantsPreviews(id); };
+  item->on_progress = [this](WorkItem& w, const engine::Image* preview) {
+    if (!events_->HasSubscribers(w.id)) return;
+    nlohmann::json data = {
+        {"id", w.id}, {"step", w.step.load()}, {"num_steps", w.num_steps.load()}};
+    if (preview) {
+      auto png = engine::EncodePng(*preview, {});
+      if (png.ok()) data["preview"] = StrCat("data:image/png;base64,", Base64Encode(*png));
+    }
+    events_->Publish(w.id, JobEvent{"progress", data.dump(), false});
+  };
+  item->on_done = [this](WorkItem& w, absl::StatusOr<std::vector<engine::Image>> result) {
+    OnDone(w, std::move(result));
+  };
+  Changed(job);  // "running"
+  return item;
+}
+
+absl::StatusOr<std::vector<std::string>> JobService::WriteResults(
+    const WorkItem& item, const std::vector<engine::Image>& images) {
+  std::vector<std::string> keys;
+  for (size_t i = 0; i < images.size(); ++i) {
+    KILN_ASSIGN_OR_RETURN(
+        std::string png,
+        engine::EncodePng(images[i],
+                          engine::PngParameters(item.request, item.model, static_cast<int>(i))));
+    const std::string key = ResultKey(item.id, static_cast<int>(i));
+    KILN_RETURN_IF_ERROR(store_->Put(key, png));
+    keys.push_back(key);
+  }
+  nlohmann::json result = {{"id", item.id},
+                           {"model", item.model},
+                           {"request", engine::RequestSummary(item.request)},
+                           {"images", keys}};
+  KILN_RETURN_IF_ERROR(store_->Put(StrCat("jobs/", item.id, "/result.json"), result.dump()));
+  return keys;
+}
+
+void JobService::OnDone(WorkItem& item, absl::StatusOr<std::vector<engine::Image>> result) {
+  const std::string& worker = options_.worker_id;
+  absl::Status s;
+  if (result.ok()) {
+    auto keys = WriteResults(item, *result);
+    if (keys.ok()) {
+      s = queue_->Complete(item.id, worker, *keys);
+    } else {
+      log::Error("storing results failed", {{"job", item.id}, {"error", keys.status().ToString()}});
+      auto failed =
+          queue_->Fail(item.id, worker, StrCat("storing results failed: ", keys.status().message()),
+                       "store_error", /*retryable=*/true);
+      s = failed.status();
+    }
+  } else if (absl::IsCancelled(result.status())) {
+    s = queue_->MarkCancelled(item.id, worker);
+  } else if (absl::IsUnavailable(result.status())) {
+    // Handed back at shutdown: another run picks it up without counting an attempt.
+    s = queue_->Release(item.id, worker);
+    if (s.ok()) log::Info("job handed back", {{"job", item.id}});
+    return;
+  } else {
+    log::Error("job failed", {{"job", item.id}, {"error", result.status().ToString()}});
+    // Invalid requests fail at once; anything else (a device error) is retried.
+    const bool retry = !absl::IsInvalidArgument(result.status());
+    s = queue_
+            ->Fail(item.id, worker, std::string(result.status().message()),
+                   retry ? "generation_error" : "invalid_request", retry)
+            .status();
+  }
+  if (!s.ok()) {
+    // Typically the lease was lost meanwhile; the job's current owner reports it.
+    log::Warn("job state change refused", {{"job", item.id}, {"error", s.ToString()}});
+  }
+  auto job = queue_->Get(item.id);
+  if (!job.ok()) return;
+  Changed(*job);
+  if (job->state == queue::JobState::kQueued) scheduler_->NotifyQueued(job->spec.model);
+}
+
+nlohmann::json JobService::JobJson(const queue::Job& job, const std::string& base_url) {
+  nlohmann::json j = {{"id", job.id()},
+                      {"object", "job"},
+                      {"model", job.spec.model},
+                      {"state", queue::JobStateName(job.state)},
+                      {"class", queue::PriorityClassName(job.spec.klass)},
+                      {"priority", job.spec.priority},
+                      {"created_at", Seconds(job.created_ms)},
+                      {"started_at", Seconds(job.started_ms)},
+                      {"finished_at", Seconds(job.finished_ms)},
+                      {"attempts", job.attempts},
+                      {"max_attempts", job.spec.max_attempts},
+                      {"estimated_cost_seconds", job.spec.cost}};
+  auto request = nlohmann::json::parse(job.spec.request, nullptr, false);
+  if (request.is_object()) {
+    if (request.contains("custom_id")) j["custom_id"] = request["custom_id"];
+    request.erase("image_key");
+    request.erase("custom_id");
+    j["request"] = request;
+  }
+  int step = job.step, num_steps = job.num_steps;
+  if (scheduler_ && job.state == queue::JobState::kRunning) {
+    if (auto p = scheduler_->Progress(job.id()); p && p->num_steps > 0) {
+      step = p->step;
+      num_steps = p->num_steps;
+    }
+  }
+  if (job.state == queue::JobState::kSucceeded && request.is_object()) {
+    num_steps = request.value("steps", num_steps);
+    step = num_steps;
+  }
+  j["progress"] = {{"step", step}, {"num_steps", num_steps}};
+  if (!queue::IsFinal(job.state) && scheduler_) {
+    auto e = scheduler_->EstimateJob(job);
+    if (e.ok()) {
+      if (job.state == queue::JobState::kQueued) j["queue_position"] = e->queue_position;
+      j["eta_seconds"] = e->wait_seconds + e->cost_seconds;
+    }
+  }
+  if (job.spec.deadline_ms > 0) j["deadline_at"] = Seconds(job.spec.deadline_ms);
+  if (!job.spec.batch_id.empty()) j["batch_id"] = job.spec.batch_id;
+  nlohmann::json data = nlohmann::json::array();
+  for (const std::string& key : job.result_keys) {
+    data.push_back({{"url", StrCat(base_url, "/v1/files/", key)}});
+  }
+  j["data"] = data;
+  j["error"] = job.error.empty() || job.state == queue::JobState::kSucceeded
+                   ? nlohmann::json(nullptr)
+                   : nlohmann::json{{"message", job.error}, {"code", job.error_code}};
+  if (!job.spec.webhook.empty()) {
+    nlohmann::json w = {{"url", job.spec.webhook}};
+    auto status = nlohmann::json::parse(job.webhook_status, nullptr, false);
+    if (status.is_object()) {
+      for (const char* k : {"state", "attempts", "last_status", "last_error"}) {
+        if (status.contains(k)) w[k] = status[k];
+      }
+    } else {
+      w["state"] = queue::IsFinal(job.state) ? "pending" : "waiting";
+    }
+    j["webhook"] = w;
+  }
+  return j;
+}
+
+void JobService::Changed(const queue::Job& job) {
+  const bool final = queue::IsFinal(job.state);
+  if (events_->HasSubscribers(job.id())) {
+    events_->Publish(job.id(), JobEvent{std::string(queue::JobStateName(job.state)),
+                                        JobJson(job, options_.public_base_url).dump(), final});
+  }
+  if (final && !job.spec.webhook.empty() && webhooks_) {
+    (void)queue_->SetWebhookStatus(job.id(), R"({"state":"pending","attempts":0})");
+    nlohmann::json body = {{"type", StrCat("job.", queue::JobStateName(job.state))},
+                           {"data", JobJson(job, options_.public_base_url)}};
+    webhooks_->Send(job.id(), job.spec.webhook, body.dump());
+  }
+}
+
+void JobService::ResendPendingWebhooks() {
+  auto jobs = queue_->PendingWebhooks();
+  if (!jobs.ok()) {
+    log::Error("cannot list pending webhooks", {{"error", jobs.status().ToString()}});
+    return;
+  }
+  for (const queue::Job& job : *jobs) {
+    if (!webhooks_) break;
+    nlohmann::json body = {{"type", StrCat("job.", queue::JobStateName(job.state))},
+                           {"data", JobJson(job, options_.public_base_url)}};
+    webhooks_->Send(job.id(), job.spec.webhook, body.dump());
+  }
+  if (!jobs->empty()) log::Info("webhooks resent after restart", {{"count", jobs->size()}});
+}
+
+}  // namespace kiln::sched

@@ -1,0 +1,136 @@
+#include "sched/replica.h"
+
+#include <map>
+
+#include "core/logging.h"
+#include "core/strings.h"
+
+namespace kiln::sched {
+namespace {
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+Replica::Replica(int index, engine::Pipeline* pipeline, WorkSource* source, StepCostModel* cost,
+                 ReplicaOptions options)
+    : index_(index), pipeline_(pipeline), source_(source), cost_(cost), options_(options) {}
+
+Replica::~Replica() { Stop(std::chrono::milliseconds(0)); }
+
+void Replica::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void Replica::Stop(std::chrono::milliseconds grace) {
+  if (!thread_.joinable()) return;
+  stop_deadline_ns_ = NowNs() + std::chrono::nanoseconds(grace).count();
+  stopping_ = true;
+  thread_.join();
+}
+
+void Replica::Loop() {
+  while (true) {
+    if (stopping_) {
+      if (running_.empty() || NowNs() >= stop_deadline_ns_) break;
+    } else {
+      // Request-level batching only admits into an empty batch.
+      if (!options_.request_level || running_.empty()) Admit(running_.empty());
+      if (running_.empty()) {
+        // Next() returned nothing while idle: the source is stopping (or spuriously woke).
+        if (stopping_) break;
+        continue;
+      }
+    }
+    StepAll();
+  }
+  // Hand back whatever did not finish within the grace period.
+  while (!running_.empty()) {
+    Retire(running_.size() - 1,
+           absl::UnavailableError("the server stopped before the job finished; handed back"));
+  }
+}
+
+void Replica::Admit(bool idle) {
+  int free_rows = options_.max_rows - running_rows_.load();
+  while (free_rows > 0 || (idle && running_.empty())) {
+    WorkItemPtr item = source_->Next(free_rows, idle && running_.empty());
+    if (!item) return;
+    if (item->cancel) {
+      source_->Finished(std::move(item), absl::CancelledError("cancelled by request"));
+      continue;
+    }
+    auto generation = pipeline_->Start(item->request);
+    if (!generation.ok()) {
+      source_->Finished(std::move(item), generation.status());
+      continue;
+    }
+    item->num_steps = (*generation)->num_steps();
+    item->step = (*generation)->step();
+    const int rows = (*generation)->rows();
+    running_rows_ += rows;
+    free_rows -= rows;
+    running_.push_back({std::move(item), std::move(*generation)});
+  }
+}
+
+void Replica::Retire(size_t index, absl::StatusOr<std::vector<engine::Image>> result) {
+  Running r = std::move(running_[index]);
+  running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(index));
+  running_rows_ -= r.generation->rows();
+  source_->Finished(std::move(r.item), std::move(result));
+}
+
+void Replica::StepAll() {
+  // Cancellations take effect at the step boundary.
+  for (size_t i = running_.size(); i-- > 0;) {
+    if (running_[i].item->cancel) Retire(i, absl::CancelledError("cancelled by request"));
+  }
+  if (running_.empty()) return;
+  // One denoiser call per latent shape.
+  std::map<std::pair<int, int>, std::vector<size_t>> groups;
+  for (size_t i = 0; i < running_.size(); ++i) {
+    const ImageSize& s = running_[i].item->request.size;
+    groups[{s.width, s.height}].push_back(i);
+  }
+  std::vector<size_t> failed;
+  absl::Status failure;
+  for (const auto& [size, members] : groups) {
+    std::vector<engine::Generation*> batch;
+    int rows = 0;
+    for (size_t i : members) {
+      batch.push_back(running_[i].generation.get());
+      rows += running_[i].generation->rows();
+    }
+    const int64_t t0 = NowNs();
+    absl::Status s = pipeline_->Step(batch);
+    const double seconds = (NowNs() - t0) * 1e-9;
+    if (!s.ok()) {
+      log::Error("denoising step failed", {{"replica", index_}, {"error", s.ToString()}});
+      failed.insert(failed.end(), members.begin(), members.end());
+      failure = s;
+      continue;
+    }
+    cost_->Observe(rows, static_cast<double>(size.first) * size.second, seconds);
+  }
+  for (size_t i = 0; i < running_.size(); ++i) {
+    Running& r = running_[i];
+    r.item->step = r.generation->step();
+    source_->Progress(*r.item, *r.generation, *pipeline_);
+  }
+  // Retire failures and finished items, from the back so indices stay valid.
+  for (size_t i = running_.size(); i-- > 0;) {
+    if (std::find(failed.begin(), failed.end(), i) != failed.end()) {
+      Retire(i, failure);
+    } else if (running_[i].generation->done()) {
+      auto images = pipeline_->Finish(*running_[i].generation);
+      Retire(i, std::move(images));
+    }
+  }
+}
+
+}  // namespace kiln::sched

@@ -1,0 +1,452 @@
+#include "sched/scheduler.h"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <cmath>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "core/ids.h"
+#include "core/logging.h"
+#include "core/status_util.h"
+#include "core/strings.h"
+#include "sched/fair_queue.h"
+#include "sched/replica.h"
+
+namespace kiln::sched {
+namespace {
+
+int RowsPerImage(const engine::GenerationRequest& r) {
+  if (std::holds_alternative<engine::InstructEdit>(r.conditioning)) return 3;
+  return r.guidance_scale == 1.0 ? 1 : 2;
+}
+
+int RetryAfter(double wait_seconds) {
+  return static_cast<int>(std::clamp(std::ceil(wait_seconds), 1.0, 3600.0));
+}
+
+}  // namespace
+
+// Background threads shared by all lanes: maintenance, and the finisher pool that runs
+// on_done (PNG encoding, store writes) off the replica threads.
+struct Scheduler::Background {
+  boost::asio::thread_pool finishers{2};
+  absl::Mutex mu;
+  bool stop ABSL_GUARDED_BY(mu) = false;
+  std::thread maintenance;
+};
+
+struct Scheduler::Lane final : public WorkSource {
+  std::string model;
+  int max_rows = 8;
+  std::vector<std::unique_ptr<engine::Pipeline>> extra_pipelines;
+  std::vector<engine::Pipeline*> pipelines;
+  std::vector<std::unique_ptr<Replica>> replicas;
+  StepCostModel cost;
+  queue::JobQueue* queue = nullptr;
+  JobFeed* feed = nullptr;
+  const SchedulerOptions* options = nullptr;
+  boost::asio::thread_pool* finishers = nullptr;
+
+  mutable absl::Mutex mu;
+  FairQueue pending ABSL_GUARDED_BY(mu);
+  std::map<std::string, WorkItemPtr> held ABSL_GUARDED_BY(mu);  // admitted, not yet done
+  int waiting_sync ABSL_GUARDED_BY(mu) = 0;
+  bool durable_hint ABSL_GUARDED_BY(mu) = true;  // the durable queue may hold work
+  bool claiming ABSL_GUARDED_BY(mu) = false;
+  bool stopping ABSL_GUARDED_BY(mu) = false;
+
+  bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return stopping || !pending.empty() || (durable_hint && !claiming && queue && feed);
+  }
+
+  // Remaining device-seconds of the items replicas are running.
+  double RunningRemaining() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    double sum = 0;
+    for (const auto& [id, item] : held) {
+      const int n = item->num_steps.load();
+      if (n > 0) sum += item->cost * (1.0 - static_cast<double>(item->step.load()) / n);
+    }
+    return sum;
+  }
+
+  int replica_count() const { return std::max<int>(1, static_cast<int>(pipelines.size())); }
+
+  WorkItemPtr Next(int free_rows, bool idle) override {
+    mu.Lock();
+    while (true) {
+      if (stopping) break;
+      auto fits = [&](const WorkItem& w) { return idle || w.rows <= free_rows; };
+      if (WorkItemPtr item = pending.PopIf(fits)) {
+        if (item->klass == queue::PriorityClass::kInteractive) --waiting_sync;
+        mu.Unlock();
+        return item;
+      }
+      if (pending.empty() && durable_hint && !claiming && queue && feed) {
+        claiming = true;
+        const int want = std::clamp(free_rows / 2, 1, 16);
+        mu.Unlock();
+        std::vector<WorkItemPtr> loaded;
+        auto jobs = queue->Claim(model, want, options->worker_id, options->lease.count());
+        if (jobs.ok()) {
+          for (const queue::Job& job : *jobs) {
+            auto item = feed->Load(job);
+            if (item.ok()) {
+              loaded.push_back(std::move(*item));
+              continue;
+            }
+            log::Error("cannot load a claimed job",
+                       {{"job", job.id()}, {"error", item.status().ToString()}});
+            auto failed = queue->Fail(job.id(), options->worker_id,
+                                      std::string(item.status().message()), "invalid_job", false);
+            if (failed.ok()) feed->Changed(*failed);
+          }
+        } else {
+          log::Error("claiming jobs failed",
+                     {{"model", model}, {"error", jobs.status().ToString()}});
+        }
+        mu.Lock();
+        claiming = false;
+        if (!jobs.ok() || static_cast<int>(jobs->size()) < want) durable_hint = false;
+        for (WorkItemPtr& item : loaded) {
+          held[item->id] = item;
+          pending.Push(std::move(item));
+        }
+        continue;
+      }
+      if (!idle) break;
+      mu.AwaitWithTimeout(absl::Condition(this, &Lane::HasWork), absl::Seconds(1));
+    }
+    mu.Unlock();
+    return nullptr;
+  }
+
+  void Finished(WorkItemPtr item, absl::StatusOr<std::vector<engine::Image>> result) override {
+    boost::asio::post(*finishers, [this, item = std::move(item), result = std::move(result)] {
+      if (item->on_done) item->on_done(*item, result);
+      absl::MutexLock lock(&mu);
+      held.erase(item->id);
+    });
+  }
+
+  void Progress(WorkItem& item, const engine::Generation& generation,
+                engine::Pipeline& pipeline) override {
+    if (!item.on_progress) return;
+    if (item.wants_preview && item.wants_preview()) {
+      auto preview = pipeline.Preview(generation);
+      item.on_progress(item, preview.ok() ? &*preview : nullptr);
+    } else {
+      item.on_progress(item, nullptr);
+    }
+  }
+
+  // Runs a few steps of a small request to load kernels and calibrate the cost model.
+  absl::Status WarmUp(engine::Pipeline& pipeline) {
+    const engine::ModelSpec& spec = pipeline.spec();
+    engine::GenerationRequest r;
+    r.prompt = "warm up";
+    r.steps = 4;
+    r.size = spec.sizes.front();
+    r.guidance_scale = spec.defaults.guidance_scale;
+    KILN_ASSIGN_OR_RETURN(r.sampler, engine::ParseSamplerName(spec.defaults.sampler));
+    for (int n : {1, std::max(1, max_rows / RowsPerImage(r))}) {
+      r.n = std::min(n, 10);
+      KILN_ASSIGN_OR_RETURN(auto gen, pipeline.Start(r));
+      engine::Generation* batch[] = {gen.get()};
+      for (int s = 0; s < r.steps; ++s) {
+        const auto t0 = std::chrono::steady_clock::now();
+        KILN_RETURN_IF_ERROR(pipeline.Step(batch));
+        const double dt =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        // The first steps include one-time compilation; they are not typical.
+        if (s >= 2) cost.Observe(gen->rows(), double(r.size.width) * r.size.height, dt);
+      }
+      KILN_RETURN_IF_ERROR(pipeline.Finish(*gen).status());
+      if (n == 1 && max_rows / RowsPerImage(r) <= 1) break;
+    }
+    return absl::OkStatus();
+  }
+};
+
+Scheduler::Scheduler(engine::ModelRepository* models, queue::JobQueue* queue, JobFeed* feed,
+                     SchedulerOptions options)
+    : models_(models),
+      queue_(queue),
+      feed_(feed),
+      options_(std::move(options)),
+      background_(std::make_unique<Background>()) {}
+
+Scheduler::~Scheduler() { Stop(std::chrono::milliseconds(0)); }
+
+absl::Status Scheduler::Start() {
+  for (const engine::ModelEntry& entry : models_->entries()) {
+    if (!entry.pipeline) continue;
+    auto lane = std::make_unique<Lane>();
+    lane->model = entry.name;
+    lane->queue = queue_;
+    lane->feed = feed_;
+    lane->options = &options_;
+    lane->finishers = &background_->finishers;
+    const engine::ModelSpec& spec = entry.pipeline->spec();
+    lane->max_rows = options_.max_batch_rows > 0 ? options_.max_batch_rows : spec.max_batch;
+    lane->pipelines.push_back(entry.pipeline.get());
+    for (int i = 1; i < options_.replicas; ++i) {
+      KILN_ASSIGN_OR_RETURN(auto p, engine::Pipeline::Load(spec, options_.device));
+      lane->pipelines.push_back(p.get());
+      lane->extra_pipelines.push_back(std::move(p));
+    }
+    for (engine::Pipeline* p : lane->pipelines) {
+      KILN_RETURN_IF_ERROR(Annotate(lane->WarmUp(*p), StrCat("warming up model ", entry.name)));
+    }
+    for (size_t i = 0; i < lane->pipelines.size(); ++i) {
+      ReplicaOptions ro;
+      ro.max_rows = lane->max_rows;
+      ro.request_level = options_.request_level;
+      lane->replicas.push_back(std::make_unique<Replica>(static_cast<int>(i), lane->pipelines[i],
+                                                         lane.get(), &lane->cost, ro));
+    }
+    log::Info("model lane ready",
+              {{"model", entry.name},
+               {"replicas", lane->pipelines.size()},
+               {"max_rows", lane->max_rows},
+               {"seconds_per_row_pixel", lane->cost.SecondsPerRowPixel(lane->max_rows)}});
+    lanes_[entry.name] = std::move(lane);
+  }
+  for (auto& [name, lane] : lanes_) {
+    for (auto& r : lane->replicas) r->Start();
+  }
+  background_->maintenance = std::thread([this] { Maintain(); });
+  return absl::OkStatus();
+}
+
+void Scheduler::Stop(std::chrono::milliseconds grace) {
+  {
+    absl::MutexLock lock(&background_->mu);
+    if (background_->stop) return;
+    background_->stop = true;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  for (auto& [name, lane] : lanes_) {
+    absl::MutexLock lock(&lane->mu);
+    lane->stopping = true;
+  }
+  for (auto& [name, lane] : lanes_) {
+    for (auto& r : lane->replicas) {
+      r->Stop(std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::max(deadline - std::chrono::steady_clock::now(), std::chrono::nanoseconds(0))));
+    }
+    // Items still waiting never started: hand them back.
+    std::vector<WorkItemPtr> left;
+    {
+      absl::MutexLock lock(&lane->mu);
+      while (WorkItemPtr item = lane->pending.PopIf([](const WorkItem&) { return true; })) {
+        left.push_back(std::move(item));
+      }
+    }
+    for (WorkItemPtr& item : left) {
+      lane->Finished(std::move(item),
+                     absl::UnavailableError("the server stopped before the request started"));
+    }
+  }
+  if (background_->maintenance.joinable()) background_->maintenance.join();
+  background_->finishers.join();
+}
+
+absl::StatusOr<double> Scheduler::EstimateCost(const std::string& model,
+                                               const engine::GenerationRequest& request) const {
+  auto it = lanes_.find(model);
+  if (it == lanes_.end()) {
+    return WithField(absl::NotFoundError(StrCat("model '", model, "' is not being served")),
+                     "model");
+  }
+  const Lane& lane = *it->second;
+  int steps = request.steps;
+  if (const auto* i2i = std::get_if<engine::ImageToImage>(&request.conditioning)) {
+    steps = std::clamp(static_cast<int>(request.steps * i2i->strength), 1, request.steps);
+  }
+  const int rows = request.n * RowsPerImage(request);
+  return lane.cost.Cost(steps, rows, double(request.size.width) * request.size.height,
+                        lane.max_rows);
+}
+
+absl::Status Scheduler::SubmitSync(WorkItemPtr item, int64_t deadline_ms) {
+  auto it = lanes_.find(item->model);
+  if (it == lanes_.end()) {
+    return WithField(absl::NotFoundError(StrCat("model '", item->model, "' is not being served")),
+                     "model");
+  }
+  Lane& lane = *it->second;
+  item->rows = item->request.n * RowsPerImage(item->request);
+  absl::MutexLock lock(&lane.mu);
+  if (lane.stopping) return absl::UnavailableError("the server is shutting down");
+  const double wait =
+      (lane.pending.CostAhead(queue::PriorityClass::kInteractive) + lane.RunningRemaining()) /
+      lane.replica_count();
+  if (lane.waiting_sync >= options_.max_queued_sync) {
+    return WithRetryAfter(absl::ResourceExhaustedError(StrCat(
+                              "too many requests are waiting for model '", item->model, "' (",
+                              lane.waiting_sync, "); retry later or submit an async job")),
+                          RetryAfter(wait));
+  }
+  if (deadline_ms > 0 && UnixMillis() + (wait + item->cost) * 1000.0 > deadline_ms) {
+    return WithRetryAfter(WithField(absl::ResourceExhaustedError(StrCat(
+                                        "the deadline cannot be met: the predicted wait is ", wait,
+                                        " s and the request takes about ", item->cost, " s")),
+                                    "deadline_ms"),
+                          RetryAfter(wait));
+  }
+  ++lane.waiting_sync;
+  lane.held[item->id] = item;
+  lane.pending.Push(std::move(item));
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::AdmitJob(const std::string& model, queue::PriorityClass klass, double cost,
+                                 int64_t deadline_ms) {
+  auto it = lanes_.find(model);
+  if (it == lanes_.end()) {
+    return WithField(absl::NotFoundError(StrCat("model '", model, "' is not being served")),
+                     "model");
+  }
+  if (!queue_) return absl::FailedPreconditionError("this server has no job queue");
+  Lane& lane = *it->second;
+  KILN_ASSIGN_OR_RETURN(queue::ModelBacklog backlog, queue_->Backlog(model));
+  double wait;
+  {
+    absl::MutexLock lock(&lane.mu);
+    if (lane.stopping) return absl::UnavailableError("the server is shutting down");
+    wait = (backlog.queued_cost + lane.pending.total_cost() + lane.RunningRemaining()) /
+           lane.replica_count();
+  }
+  if (backlog.queued >= options_.max_queued_jobs) {
+    return WithRetryAfter(
+        absl::ResourceExhaustedError(StrCat("the queue for model '", model, "' is full (",
+                                            backlog.queued, " jobs); retry later")),
+        RetryAfter(wait));
+  }
+  if (deadline_ms > 0 && UnixMillis() + (wait + cost) * 1000.0 > deadline_ms) {
+    return WithRetryAfter(WithField(absl::ResourceExhaustedError(
+                                        StrCat("the deadline cannot be met: the predicted wait is ",
+                                               wait, " s and the job takes about ", cost, " s")),
+                                    "deadline_ms"),
+                          RetryAfter(wait));
+  }
+  (void)klass;
+  return absl::OkStatus();
+}
+
+void Scheduler::NotifyQueued(const std::string& model) {
+  auto it = lanes_.find(model);
+  if (it == lanes_.end()) return;
+  absl::MutexLock lock(&it->second->mu);
+  it->second->durable_hint = true;
+}
+
+bool Scheduler::Cancel(const std::string& id) {
+  for (auto& [name, lane] : lanes_) {
+    WorkItemPtr removed;
+    {
+      absl::MutexLock lock(&lane->mu);
+      auto h = lane->held.find(id);
+      if (h == lane->held.end()) continue;
+      h->second->cancel = true;
+      removed = lane->pending.Remove(id);
+      if (removed && removed->klass == queue::PriorityClass::kInteractive) --lane->waiting_sync;
+    }
+    // A waiting item never reaches a replica: finish it here.
+    if (removed) lane->Finished(std::move(removed), absl::CancelledError("cancelled by request"));
+    return true;
+  }
+  return false;
+}
+
+std::optional<LiveProgress> Scheduler::Progress(const std::string& id) const {
+  for (const auto& [name, lane] : lanes_) {
+    absl::MutexLock lock(&lane->mu);
+    auto h = lane->held.find(id);
+    if (h != lane->held.end()) return LiveProgress{h->second->step, h->second->num_steps};
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<Estimate> Scheduler::EstimateJob(const queue::Job& job) {
+  auto it = lanes_.find(job.spec.model);
+  if (it == lanes_.end()) return Estimate{job.spec.cost, 0, 0};
+  Lane& lane = *it->second;
+  Estimate e;
+  e.cost_seconds = job.spec.cost;
+  if (job.state == queue::JobState::kQueued && queue_) {
+    KILN_ASSIGN_OR_RETURN(queue::QueuePosition pos, queue_->Position(job));
+    absl::MutexLock lock(&lane.mu);
+    e.queue_position = pos.ahead + static_cast<int>(lane.pending.size());
+    e.wait_seconds =
+        (pos.cost_ahead + lane.pending.CostAhead(job.spec.klass) + lane.RunningRemaining()) /
+        lane.replica_count();
+  } else if (job.state == queue::JobState::kRunning) {
+    if (auto p = Progress(job.id()); p && p->num_steps > 0) {
+      e.cost_seconds = job.spec.cost * (1.0 - static_cast<double>(p->step) / p->num_steps);
+    }
+  }
+  return e;
+}
+
+std::vector<ModelLoad> Scheduler::Loads() const {
+  std::vector<ModelLoad> out;
+  for (const auto& [name, lane] : lanes_) {
+    absl::MutexLock lock(&lane->mu);
+    ModelLoad l;
+    l.model = name;
+    l.replicas = static_cast<int>(lane->pipelines.size());
+    l.waiting_sync = lane->waiting_sync;
+    l.held = static_cast<int>(lane->held.size());
+    l.running_remaining_seconds = lane->RunningRemaining();
+    l.waiting_sync_seconds = lane->pending.CostAhead(queue::PriorityClass::kInteractive);
+    l.seconds_per_row_pixel = lane->cost.SecondsPerRowPixel(lane->max_rows);
+    l.steps_observed = lane->cost.observations();
+    out.push_back(l);
+  }
+  return out;
+}
+
+void Scheduler::Maintain() {
+  while (true) {
+    {
+      absl::MutexLock lock(&background_->mu);
+      background_->mu.AwaitWithTimeout(absl::Condition(&background_->stop),
+                                       absl::Milliseconds(options_.maintenance_interval.count()));
+      if (background_->stop) return;
+    }
+    if (!queue_) continue;
+    for (auto& [name, lane] : lanes_) {
+      std::vector<WorkItemPtr> leased;
+      {
+        absl::MutexLock lock(&lane->mu);
+        for (const auto& [id, item] : lane->held) {
+          if (item->klass != queue::PriorityClass::kInteractive) leased.push_back(item);
+        }
+        lane->durable_hint = true;  // cheap re-check; also catches jobs requeued elsewhere
+      }
+      for (const WorkItemPtr& item : leased) {
+        absl::Status s = queue_->Heartbeat(item->id, options_.worker_id, options_.lease.count(),
+                                           item->step, item->num_steps);
+        if (!s.ok() && absl::IsFailedPrecondition(s)) {
+          // The lease is gone (cancelled, or expired while we were stalled): stop the work.
+          item->cancel = true;
+        }
+      }
+    }
+    auto expired = queue_->ExpireLeases(false);
+    if (expired.ok()) {
+      for (const queue::Job& j : *expired) {
+        if (feed_) feed_->Changed(j);
+        if (j.state == queue::JobState::kQueued) NotifyQueued(j.spec.model);
+      }
+    }
+    auto late = queue_->ExpireDeadlines();
+    if (late.ok() && feed_) {
+      for (const queue::Job& j : *late) feed_->Changed(j);
+    }
+  }
+}
+
+}  // namespace kiln::sched

@@ -1,0 +1,49 @@
+// WorkItem: one request as the scheduler sees it, sync or async, from admission until its
+// images are done. The scheduler and the replica running it share it; the fields set at
+// creation are read-only afterwards, `cancel` and the progress counters are atomics.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/image.h"
+#include "engine/request.h"
+#include "queue/job.h"
+
+namespace kiln::sched {
+
+struct WorkItem {
+  std::string id;  // job id, or the sync request's id
+  std::string model;
+  engine::GenerationRequest request;
+  queue::PriorityClass klass = queue::PriorityClass::kInteractive;
+  int priority = 0;
+  std::string tenant = "anonymous";
+  double cost = 0;  // device-seconds, from the cost model at admission
+  int rows = 1;     // denoiser rows per step
+  // Asked after each step: whether on_progress should get a low-resolution preview.
+  std::function<bool()> wants_preview;
+
+  std::atomic<bool> cancel{false};
+  std::atomic<int> step{0};
+  std::atomic<int> num_steps{0};
+
+  // Called on the replica thread after each step. `preview` is null unless `previews`.
+  std::function<void(WorkItem&, const engine::Image* preview)> on_progress;
+  // Called once, off the replica thread, with the images or the error (Cancelled when
+  // cancelled).
+  std::function<void(WorkItem&, absl::StatusOr<std::vector<engine::Image>>)> on_done;
+
+  // Set by the fair queue.
+  double virtual_finish = 0;
+  uint64_t seq = 0;
+};
+
+using WorkItemPtr = std::shared_ptr<WorkItem>;
+
+}  // namespace kiln::sched

@@ -1,0 +1,142 @@
+// The filesystem BlobStore: one file per key under a root directory. Writes go to a temporary
+// file in the same directory, are fsync'ed, then renamed over the key, so readers never see a
+// partial value and a crash leaves either the old value or the new one.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "core/status_util.h"
+#include "core/strings.h"
+#include "store/blob_store.h"
+
+namespace kiln::store {
+namespace {
+
+namespace fs = std::filesystem;
+
+absl::Status ErrnoError(std::string_view what, const fs::path& path, int err) {
+  const std::string msg = StrCat(what, " ", path.string(), ": ", std::strerror(err));
+  if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(msg);
+  if (err == ENOENT) return absl::NotFoundError(msg);
+  return absl::UnavailableError(msg);
+}
+
+class FileStore final : public BlobStore {
+ public:
+  explicit FileStore(fs::path root) : root_(std::move(root)) {}
+
+  absl::Status Put(std::string_view key, std::string_view bytes) override {
+    KILN_RETURN_IF_ERROR(CheckKey(key));
+    const fs::path target = root_ / std::string(key);
+    std::error_code ec;
+    fs::create_directories(target.parent_path(), ec);
+    if (ec)
+      return absl::UnavailableError(
+          StrCat("mkdir ", target.parent_path().string(), ": ", ec.message()));
+    const fs::path tmp = target.parent_path() / StrCat(".tmp-", target.filename().string(), "-",
+                                                       ::getpid(), "-", counter_.fetch_add(1));
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return ErrnoError("open", tmp, errno);
+    size_t written = 0;
+    while (written < bytes.size()) {
+      const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        const int err = errno;
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        return ErrnoError("write", tmp, err);
+      }
+      written += static_cast<size_t>(n);
+    }
+    if (::fsync(fd) != 0 || ::close(fd) != 0) {
+      const int err = errno;
+      ::unlink(tmp.c_str());
+      return ErrnoError("fsync", tmp, err);
+    }
+    if (::rename(tmp.c_str(), target.c_str()) != 0) {
+      const int err = errno;
+      ::unlink(tmp.c_str());
+      return ErrnoError("rename", target, err);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::string> Get(std::string_view key) override {
+    KILN_RETURN_IF_ERROR(CheckKey(key));
+    const fs::path path = root_ / std::string(key);
+    std::error_code ec;
+    if (!fs::is_regular_file(path, ec)) {
+      return absl::NotFoundError(StrCat("no object at key '", key, "'"));
+    }
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return ErrnoError("open", path, errno);
+    std::string out((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad()) return absl::UnavailableError(StrCat("read ", path.string(), " failed"));
+    return out;
+  }
+
+  absl::StatusOr<bool> Exists(std::string_view key) override {
+    KILN_RETURN_IF_ERROR(CheckKey(key));
+    std::error_code ec;
+    return fs::is_regular_file(root_ / std::string(key), ec);
+  }
+
+  absl::Status Delete(std::string_view key) override {
+    KILN_RETURN_IF_ERROR(CheckKey(key));
+    std::error_code ec;
+    fs::remove(root_ / std::string(key), ec);
+    if (ec) return absl::UnavailableError(StrCat("delete '", key, "': ", ec.message()));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<std::string>> List(std::string_view prefix, size_t limit) override {
+    std::vector<std::string> keys;
+    std::error_code ec;
+    // Walk only the deepest directory the prefix names in full.
+    std::string dir(
+        prefix.substr(0, prefix.rfind('/') == std::string_view::npos ? 0 : prefix.rfind('/')));
+    if (!dir.empty()) KILN_RETURN_IF_ERROR(CheckKey(dir));
+    const fs::path start = dir.empty() ? root_ : root_ / dir;
+    if (!fs::is_directory(start, ec)) return keys;
+    for (auto it = fs::recursive_directory_iterator(start, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      if (!it->is_regular_file(ec)) continue;
+      const std::string name = it->path().filename().string();
+      if (name.rfind(".tmp-", 0) == 0) continue;
+      std::string key = fs::relative(it->path(), root_, ec).generic_string();
+      if (key.compare(0, prefix.size(), prefix) == 0) keys.push_back(std::move(key));
+    }
+    if (ec) return absl::UnavailableError(StrCat("list '", prefix, "': ", ec.message()));
+    std::sort(keys.begin(), keys.end());
+    if (keys.size() > limit) keys.resize(limit);
+    return keys;
+  }
+
+  std::string Describe() const override { return "file://" + root_.string(); }
+
+ private:
+  const fs::path root_;
+  std::atomic<uint64_t> counter_{0};
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<BlobStore>> OpenFileStore(const std::string& root) {
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  if (ec)
+    return absl::UnavailableError(StrCat("cannot create store root ", root, ": ", ec.message()));
+  if (::access(root.c_str(), W_OK) != 0) {
+    return absl::PermissionDeniedError(StrCat("store root ", root, " is not writable"));
+  }
+  return std::unique_ptr<BlobStore>(new FileStore(fs::absolute(root).lexically_normal()));
+}
+
+}  // namespace kiln::store
