@@ -31,6 +31,18 @@ TEST(Router, MatchesCapturesAndMethods) {
   EXPECT_EQ(router.Dispatch(req).status, 404);
 }
 
+TEST(Router, RestCaptureTakesTheRemainingSegments) {
+  Router router(Plain);
+  router.Add("GET", "/v1/files/{key*}",
+             [](const Request&, const PathParams& p) { return Plain(200, p.at("key")); });
+  Request req;
+  req.method = "GET";
+  req.path = "/v1/files/jobs/01J/0.png";
+  EXPECT_EQ(router.Dispatch(req).body, "jobs/01J/0.png");
+  req.path = "/v1/files";
+  EXPECT_EQ(router.Dispatch(req).status, 404);
+}
+
 TEST(Target, DecodesPathAndQuery) {
   std::string path;
   std::map<std::string, std::string> query;
