@@ -7,7 +7,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -77,6 +80,22 @@ HttpResult HttpPost(const std::string& url, const std::string& body,
   return r;
 }
 
+HttpResult HttpRequest(const std::string& method, const std::string& url, const std::string& body,
+                       const std::vector<std::string>& headers) {
+  CURL* curl = curl_easy_init();
+  curl_slist* list = nullptr;
+  for (const auto& h : headers) list = curl_slist_append(list, h.c_str());
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
+  curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
+  if (method == "POST" || method == "PUT" || !body.empty()) {
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+  }
+  HttpResult r = Perform(curl, url);
+  curl_slist_free_all(list);
+  return r;
+}
+
 HttpResult HttpPostForm(const std::string& url, const std::vector<FormField>& fields) {
   CURL* curl = curl_easy_init();
   curl_mime* mime = curl_mime_init(curl);
@@ -94,6 +113,15 @@ HttpResult HttpPostForm(const std::string& url, const std::vector<FormField>& fi
 }
 
 ServerProcess::ServerProcess(std::vector<std::string> extra_args) {
+  // Each server gets its own data directory unless the test chose one (to restart on it).
+  if (std::find(extra_args.begin(), extra_args.end(), "--data") == extra_args.end()) {
+    static std::atomic<int> counter{0};
+    own_data_ =
+        std::filesystem::temp_directory_path() /
+        ("kiln-test-data-" + std::to_string(getpid()) + "-" + std::to_string(counter.fetch_add(1)));
+    extra_args.push_back("--data");
+    extra_args.push_back(own_data_.string());
+  }
   int fds[2];
   if (pipe(fds) != 0) return;
   std::vector<std::string> args = {KilnBinary(), "serve", "--host",    "127.0.0.1",
@@ -126,6 +154,10 @@ ServerProcess::~ServerProcess() {
     waitpid(pid_, nullptr, 0);
   }
   if (stderr_fd_ >= 0) close(stderr_fd_);
+  if (!own_data_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(own_data_, ec);
+  }
 }
 
 std::string ServerProcess::url() const { return "http://127.0.0.1:" + std::to_string(port_); }
@@ -186,6 +218,15 @@ CommandResult RunKiln(const std::vector<std::string>& args) {
   const int status = pclose(f);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+bool WaitUntil(std::chrono::milliseconds timeout, const std::function<bool()>& condition) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
 }
 
 std::string ReadFile(const std::string& path) {

@@ -5,6 +5,8 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -38,6 +40,9 @@ struct FormField {
 HttpResult HttpGet(const std::string& url);
 HttpResult HttpPost(const std::string& url, const std::string& body,
                     const std::string& content_type);
+// Any method, with extra "Name: value" headers.
+HttpResult HttpRequest(const std::string& method, const std::string& url, const std::string& body,
+                       const std::vector<std::string>& headers);
 HttpResult HttpPostForm(const std::string& url, const std::vector<FormField>& fields);
 
 // `kiln serve --port 0 ...` with its stderr captured; the port is read from its "listening" log
@@ -63,6 +68,7 @@ class ServerProcess {
   int port_ = 0;
   std::string log_;
   bool exited_ = false;
+  std::filesystem::path own_data_;
 };
 
 struct CommandResult {
@@ -74,6 +80,9 @@ struct CommandResult {
 CommandResult RunKiln(const std::vector<std::string>& args);
 
 std::string ReadFile(const std::string& path);
+
+// Re-checks `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
+bool WaitUntil(std::chrono::milliseconds timeout, const std::function<bool()>& condition);
 std::string Base64Decode(const std::string& text);
 
 }  // namespace kiln::testing

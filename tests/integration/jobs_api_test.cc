@@ -1,0 +1,334 @@
+// The jobs, batches, files and events API of a real `kiln serve`, driven over HTTP with libcurl;
+// webhooks land on a real HTTP server started by the test.
+#include <condition_variable>
+#include <mutex>
+
+#include "core/crypto.h"
+#include "gtest/gtest.h"
+#include "http/router.h"
+#include "http/server.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/server_process.h"
+
+namespace kiln::testing {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kJson = "Content-Type: application/json";
+
+json Body(const HttpResult& r) {
+  auto j = json::parse(r.body, nullptr, false);
+  return j.is_discarded() ? json() : j;
+}
+
+class JobsApiTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    server_ = new ServerProcess({"--models", TestModelsDir(), "--webhook-secret", "s3cret"});
+    ASSERT_TRUE(server_->started()) << server_->log();
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  static std::string Url(const std::string& path) { return server_->url() + path; }
+
+  static HttpResult Submit(const json& body, std::vector<std::string> headers = {}) {
+    headers.push_back(kJson);
+    return HttpRequest("POST", Url("/v1/jobs"), body.dump(), headers);
+  }
+  static json Job(int steps, uint64_t seed, json extra = json::object()) {
+    json j = {
+        {"prompt", "a red circle"}, {"model", "test-pixel"}, {"steps", steps}, {"seed", seed}};
+    j.update(extra);
+    return j;
+  }
+  // Follows the job's event stream to its end (no polling), then reads the job.
+  static json WaitFinal(const std::string& id, std::string* events = nullptr) {
+    HttpResult stream = HttpGet(Url("/v1/jobs/" + id + "/events"));
+    EXPECT_EQ(stream.status, 200);
+    if (events) *events = stream.body;
+    return Body(HttpGet(Url("/v1/jobs/" + id)));
+  }
+  static int CountJobs() {
+    int n = 0;
+    std::string cursor;
+    while (true) {
+      json page =
+          Body(HttpGet(Url("/v1/jobs?limit=100" + (cursor.empty() ? "" : "&after=" + cursor))));
+      n += static_cast<int>(page["data"].size());
+      if (!page["has_more"].get<bool>()) return n;
+      cursor = page["next_cursor"].get<std::string>();
+    }
+  }
+  static ServerProcess* server_;
+};
+ServerProcess* JobsApiTest::server_ = nullptr;
+
+TEST_F(JobsApiTest, AJobRunsStreamsItsEventsAndItsImageIsServed) {
+  HttpResult created = Submit(Job(12, 7));
+  ASSERT_EQ(created.status, 202) << created.body;
+  json job = Body(created);
+  const std::string id = job["id"];
+  EXPECT_EQ(created.headers["location"], "/v1/jobs/" + id);
+  EXPECT_TRUE(job["state"] == "queued" || job["state"] == "running");
+  EXPECT_GT(job["estimated_cost_seconds"].get<double>(), 0);
+  std::string events;
+  json done = WaitFinal(id, &events);
+  EXPECT_EQ(done["state"], "succeeded") << done.dump();
+  EXPECT_EQ(done["attempts"], 1);
+  EXPECT_EQ(done["progress"]["step"], 12);
+  EXPECT_NE(events.find("event: succeeded"), std::string::npos) << events;
+  ASSERT_EQ(done["data"].size(), 1u);
+  const std::string url = done["data"][0]["url"];
+  HttpResult png = HttpGet(url);
+  EXPECT_EQ(png.status, 200);
+  EXPECT_EQ(png.headers["content-type"], "image/png");
+  EXPECT_EQ(png.body.substr(1, 3), "PNG");
+  // The stream of a finished job is its final state, then the end.
+  HttpResult again = HttpGet(Url("/v1/jobs/" + id + "/events"));
+  EXPECT_EQ(again.body.find("event: succeeded"), 0u) << again.body;
+  // Listing finds it by state and model.
+  json list = Body(HttpGet(Url("/v1/jobs?state=succeeded&model=test-pixel&limit=100")));
+  bool found = false;
+  for (const auto& j : list["data"]) found |= j["id"] == id;
+  EXPECT_TRUE(found);
+}
+
+TEST_F(JobsApiTest, ProgressEventsCarryPreviewsWhenAsked) {
+  json job = Body(Submit(Job(40, 8, {{"n", 2}})));
+  HttpResult stream =
+      HttpGet(Url("/v1/jobs/" + job["id"].get<std::string>() + "/events?previews=1"));
+  EXPECT_NE(stream.body.find("event: succeeded"), std::string::npos);
+  // The stream may start after the first steps; a 40-step job still shows progress.
+  if (stream.body.find("event: progress") != std::string::npos) {
+    EXPECT_NE(stream.body.find("\"preview\":\"data:image/png;base64,"), std::string::npos);
+  }
+}
+
+TEST_F(JobsApiTest, IdempotencyKeyReplaysTheSameJob) {
+  const json body = Job(3, 9);
+  HttpResult a = Submit(body, {"Idempotency-Key: order-17"});
+  HttpResult b = Submit(body, {"Idempotency-Key: order-17"});
+  ASSERT_EQ(a.status, 202) << a.body;
+  EXPECT_EQ(b.status, 200) << b.body;
+  EXPECT_EQ(Body(a)["id"], Body(b)["id"]);
+  EXPECT_EQ(b.headers["idempotent-replayed"], "true");
+  HttpResult c = Submit(Job(3, 10), {"Idempotency-Key: order-17"});
+  EXPECT_EQ(c.status, 409) << c.body;
+  EXPECT_EQ(Body(c)["error"]["param"], "Idempotency-Key");
+  // Another API key has its own key space.
+  HttpResult d = Submit(body, {"Idempotency-Key: order-17", "Authorization: Bearer other"});
+  EXPECT_EQ(d.status, 202);
+  WaitFinal(Body(a)["id"]);
+  WaitFinal(Body(d)["id"]);
+}
+
+TEST_F(JobsApiTest, CancelsAQueuedJobAtOnceAndARunningOneAtAStep) {
+  // A long job fills the replica (the test model's max batch) so the next one waits.
+  json running = Body(Submit(Job(150, 1, {{"n", 10}, {"priority", 10}})));
+  json queued = Body(Submit(Job(150, 2, {{"n", 10}, {"priority", -10}})));
+  HttpResult c1 = HttpRequest("DELETE", Url("/v1/jobs/" + queued["id"].get<std::string>()), "", {});
+  EXPECT_TRUE(c1.status == 200 || c1.status == 202) << c1.body;
+  HttpResult c2 =
+      HttpRequest("DELETE", Url("/v1/jobs/" + running["id"].get<std::string>()), "", {});
+  EXPECT_TRUE(c2.status == 200 || c2.status == 202) << c2.body;
+  EXPECT_EQ(WaitFinal(queued["id"])["state"], "cancelled");
+  json r = WaitFinal(running["id"]);
+  EXPECT_EQ(r["state"], "cancelled");
+  EXPECT_EQ(r["error"]["code"], "cancelled");
+  // Cancelling a finished job changes nothing.
+  HttpResult again =
+      HttpRequest("DELETE", Url("/v1/jobs/" + running["id"].get<std::string>()), "", {});
+  EXPECT_EQ(again.status, 409);
+}
+
+TEST_F(JobsApiTest, ABatchRunsEveryLineAndServesItsResults) {
+  std::string jsonl;
+  for (int i = 0; i < 3; ++i) {
+    jsonl += Job(4 + i, 100 + i, {{"custom_id", "line-" + std::to_string(i)}}).dump() + "\n";
+  }
+  HttpResult created =
+      HttpRequest("POST", Url("/v1/batches"), jsonl, {"Content-Type: application/jsonl"});
+  ASSERT_EQ(created.status, 202) << created.body;
+  json batch = Body(created);
+  EXPECT_EQ(batch["request_counts"]["total"], 3);
+  const std::string id = batch["id"];
+  json jobs = Body(HttpGet(Url("/v1/jobs?batch_id=" + id)));
+  ASSERT_EQ(jobs["data"].size(), 3u);
+  for (const auto& j : jobs["data"]) {
+    EXPECT_EQ(j["class"], "batch");
+    EXPECT_EQ(WaitFinal(j["id"])["state"], "succeeded");
+  }
+  json after = Body(HttpGet(Url("/v1/batches/" + id)));
+  EXPECT_EQ(after["status"], "completed");
+  EXPECT_EQ(after["request_counts"]["succeeded"], 3);
+  HttpResult results = HttpGet(Url("/v1/batches/" + id + "/results"));
+  EXPECT_EQ(results.headers["content-type"], "application/jsonl");
+  int lines = 0;
+  for (size_t p = 0; (p = results.body.find('\n', p)) != std::string::npos; ++p) ++lines;
+  EXPECT_EQ(lines, 3);
+  EXPECT_NE(results.body.find("\"custom_id\":\"line-2\""), std::string::npos);
+}
+
+TEST_F(JobsApiTest, BadInputGetsAClear4xxAndChangesNothing) {
+  const int before = CountJobs();
+  struct Case {
+    std::string method, path, body, content_type;
+    long status;
+    std::string param;
+  };
+  const std::string unknown = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+  const std::vector<Case> cases = {
+      {"GET", "/v1/jobs/" + unknown, "", "", 404, "job_id"},
+      {"GET", "/v1/jobs/not-an-id", "", "", 400, "job_id"},
+      {"DELETE", "/v1/jobs/" + unknown, "", "", 404, "job_id"},
+      {"GET", "/v1/jobs/" + unknown + "/events", "", "", 404, "job_id"},
+      {"GET", "/v1/jobs?after=garbage", "", "", 400, "after"},
+      {"GET", "/v1/jobs?state=done", "", "", 400, "state"},
+      {"GET", "/v1/jobs?limit=1000", "", "", 400, "limit"},
+      {"GET", "/v1/jobs?colour=red", "", "", 400, "colour"},
+      {"POST", "/v1/jobs", Job(5, 1, {{"webhook", "ftp://example.com/x"}}).dump(),
+       "application/json", 400, "webhook"},
+      {"POST", "/v1/jobs", Job(5, 1, {{"webhook", "http://"}}).dump(), "application/json", 400,
+       "webhook"},
+      {"POST", "/v1/jobs", Job(5, 1, {{"priority", 11}}).dump(), "application/json", 400,
+       "priority"},
+      {"POST", "/v1/jobs", Job(5, 1, {{"deadline_ms", 0}}).dump(), "application/json", 400,
+       "deadline_ms"},
+      {"POST", "/v1/jobs", Job(5, 1, {{"image", "%%%"}}).dump(), "application/json", 400, "image"},
+      {"POST", "/v1/jobs", Job(5, 1, {{"strength", 0.5}}).dump(), "application/json", 400,
+       "strength"},
+      {"POST", "/v1/jobs", "{not json", "application/json", 400, ""},
+      {"POST", "/v1/jobs", Job(5, 1).dump(), "text/plain", 415, "content-type"},
+      {"POST", "/v1/batches", Job(3, 1).dump() + "\n{\"prompt\": \n" + Job(3, 2).dump() + "\n",
+       "application/jsonl", 400, "line 2"},
+      {"POST", "/v1/batches", Job(3, 1).dump() + "\n" + Job(3, 2, {{"steps", 0}}).dump(),
+       "application/jsonl", 400, "line 2: steps"},
+      {"POST", "/v1/batches", "\n\n", "application/jsonl", 400, "body"},
+      {"GET", "/v1/batches/xyz", "", "", 400, "batch_id"},
+      {"GET", "/v1/batches/" + unknown, "", "", 404, "batch_id"},
+      {"GET", "/v1/files/jobs/%2E%2E/%2E%2E/etc/passwd", "", "", 400, "key"},
+      {"GET", "/v1/files/jobs/" + unknown + "/0.png", "", "", 404, "key"},
+      {"GET", "/v1/files/queue.db", "", "", 404, "key"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> headers;
+    if (!c.content_type.empty()) headers.push_back("Content-Type: " + c.content_type);
+    HttpResult r = HttpRequest(c.method, Url(c.path), c.body, headers);
+    EXPECT_EQ(r.status, c.status) << c.method << " " << c.path << ": " << r.body;
+    json err = Body(r)["error"];
+    EXPECT_FALSE(err["message"].get<std::string>().empty()) << c.path;
+    if (!c.param.empty()) {
+      EXPECT_EQ(err["param"], c.param) << c.path << ": " << r.body;
+    }
+  }
+  EXPECT_EQ(CountJobs(), before);
+}
+
+TEST_F(JobsApiTest, SyncRequestsCanAnswerWithUrlsAndRefuseUnreachableDeadlines) {
+  HttpResult r =
+      HttpPost(Url("/v1/images/generations"),
+               Job(4, 3, {{"response_format", "url"}, {"n", 2}}).dump(), "application/json");
+  ASSERT_EQ(r.status, 200) << r.body;
+  json body = Body(r);
+  ASSERT_EQ(body["data"].size(), 2u);
+  HttpResult png = HttpGet(body["data"][1]["url"]);
+  EXPECT_EQ(png.status, 200);
+  EXPECT_EQ(png.body.substr(1, 3), "PNG");
+  // A deadline of 1 ms cannot hold a 150-step request of ten images.
+  HttpResult late =
+      HttpPost(Url("/v1/images/generations"), Job(150, 3, {{"deadline_ms", 1}, {"n", 10}}).dump(),
+               "application/json");
+  EXPECT_EQ(late.status, 429) << late.body;
+  EXPECT_EQ(Body(late)["error"]["param"], "deadline_ms");
+  EXPECT_FALSE(late.headers["retry-after"].empty());
+}
+
+// A small HTTP server that records webhook deliveries; the first answer is a 500.
+class WebhookReceiver {
+ public:
+  WebhookReceiver()
+      : router_([](int s, const std::string& m) {
+          http::Response r;
+          r.status = s;
+          r.body = m;
+          return r;
+        }) {
+    router_.Add("POST", "/hook", [this](const http::Request& req, const http::PathParams&) {
+      std::lock_guard<std::mutex> lock(mu_);
+      deliveries_.push_back(req);
+      cv_.notify_all();
+      http::Response r;
+      r.status = deliveries_.size() == 1 ? 500 : 200;
+      return r;
+    });
+    http::ServerOptions o;
+    o.port = 0;
+    o.handler_threads = 2;
+    server_ = std::move(*http::Server::Start(o, router_));
+  }
+  std::string url() const {
+    return "http://127.0.0.1:" + std::to_string(server_->port()) + "/hook";
+  }
+  std::vector<http::Request> WaitFor(size_t n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, std::chrono::seconds(60), [&] { return deliveries_.size() >= n; });
+    return deliveries_;
+  }
+
+ private:
+  http::Router router_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<http::Request> deliveries_;
+  std::unique_ptr<http::Server> server_;
+};
+
+TEST_F(JobsApiTest, WebhooksAreSignedRetriedAndRecordedOnTheJob) {
+  WebhookReceiver receiver;
+  json job = Body(Submit(Job(3, 11, {{"webhook", receiver.url()}})));
+  auto deliveries = receiver.WaitFor(2);
+  ASSERT_EQ(deliveries.size(), 2u);
+  const http::Request& d = deliveries[1];
+  json payload = json::parse(d.body);
+  EXPECT_EQ(payload["type"], "job.succeeded");
+  EXPECT_EQ(payload["data"]["id"], job["id"]);
+  EXPECT_EQ(d.Header("kiln-job-id").value_or(""), job["id"].get<std::string>());
+  // Kiln-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
+  const std::string sig(d.Header("kiln-signature").value_or(""));
+  const size_t comma = sig.find(',');
+  ASSERT_NE(comma, std::string::npos) << sig;
+  const std::string t = sig.substr(2, comma - 2);
+  EXPECT_EQ(sig.substr(comma + 1), "v1=" + HmacSha256Hex("s3cret", t + "." + d.body));
+  EXPECT_NE(sig.substr(comma + 1), "v1=" + HmacSha256Hex("wrong", t + "." + d.body));
+  // The outcome is recorded on the job right after the delivery answered.
+  json after;
+  WaitUntil(std::chrono::seconds(30), [&] {
+    after = Body(HttpGet(Url("/v1/jobs/" + job["id"].get<std::string>())));
+    return after["webhook"]["state"] == "delivered";
+  });
+  EXPECT_EQ(after["webhook"]["state"], "delivered") << after.dump();
+  EXPECT_EQ(after["webhook"]["attempts"], 2);
+}
+
+TEST(JobsAdmission, AFullQueueAnswers429WithRetryAfter) {
+  ServerProcess server({"--models", TestModelsDir(), "--max-queued-jobs", "1"});
+  ASSERT_TRUE(server.started()) << server.log();
+  auto post = [&](int seed) {
+    json j = {{"prompt", "x"}, {"model", "test-pixel"}, {"steps", 150}, {"n", 10}, {"seed", seed}};
+    return HttpRequest("POST", server.url() + "/v1/jobs", j.dump(), {kJson});
+  };
+  std::vector<long> codes;
+  for (int i = 0; i < 4; ++i) codes.push_back(post(i).status);
+  // The first is accepted; with room for one queued job, at least two are refused.
+  EXPECT_EQ(codes[0], 202);
+  EXPECT_GE(std::count(codes.begin(), codes.end(), 429), 2);
+  HttpResult r = post(9);
+  EXPECT_EQ(r.status, 429);
+  EXPECT_FALSE(r.headers["retry-after"].empty());
+}
+
+}  // namespace
+}  // namespace kiln::testing
