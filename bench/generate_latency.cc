@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/allocator.h"
 #include "engine/model_repository.h"
 
 namespace {
@@ -47,6 +48,7 @@ std::vector<double> Time(kiln::engine::Pipeline* p, int steps, int runs) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  kiln::TuneAllocatorForTensors();
   if (argc < 3) {
     fprintf(stderr, "usage: %s MODELS_DIR MODEL [STEPS] [RUNS] [THREADS]\n", argv[0]);
     return 2;

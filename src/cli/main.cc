@@ -3,9 +3,11 @@
 
 #include "CLI/CLI.hpp"
 #include "cli/commands.h"
+#include "core/allocator.h"
 #include "core/logging.h"
 
 int main(int argc, char** argv) {
+  kiln::TuneAllocatorForTensors();
   CLI::App app{"Kiln: image generation serving"};
   app.require_subcommand(1);
 

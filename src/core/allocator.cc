@@ -1,0 +1,13 @@
+#include "core/allocator.h"
+
+#include <malloc.h>
+
+namespace kiln {
+
+void TuneAllocatorForTensors() {
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);  // blocks below 1 GiB come from the heap
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);  // keep up to 1 GiB of freed memory for reuse
+  mallopt(M_TOP_PAD, 256 << 20);       // grow the heap in large steps
+}
+
+}  // namespace kiln
