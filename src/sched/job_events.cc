@@ -76,7 +76,8 @@ std::shared_ptr<EventStream> JobEvents::Subscribe(const std::string& job_id, boo
   std::shared_ptr<EventStream> stream(new EventStream(this, job_id, previews));
   absl::MutexLock lock(&mu_);
   if (shut_down_) {
-    stream->ended_ = true;  // no other thread has it yet
+    absl::MutexLock stream_lock(&stream->mu_);
+    stream->ended_ = true;
     return stream;
   }
   if (count_ >= max_streams_) return nullptr;

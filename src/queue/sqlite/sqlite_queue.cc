@@ -213,7 +213,7 @@ class SqliteQueue final : public JobQueue {
   absl::Status EnqueueBatch(const Batch& batch, const std::vector<NewJob>& jobs) override {
     absl::MutexLock lock(&mu_);
     KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    absl::Status s = [&]() -> absl::Status {
+    absl::Status s = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
       Stmt ins(db_,
                "INSERT INTO batches(id, model, created_ms, total, metadata) VALUES(?,?,?,?,?)");
       ins.Bind(1, batch.id).Bind(2, batch.model).Bind(3, Now()).Bind(4, batch.total);
@@ -240,7 +240,7 @@ class SqliteQueue final : public JobQueue {
     std::vector<Job> out;
     if (max <= 0) return out;
     KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    absl::Status s = [&]() -> absl::Status {
+    absl::Status s = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
       std::vector<std::string> ids;
       {
         Stmt sel(db_, StrCat(kOrderedCte, "SELECT id FROM ordered ORDER BY ord LIMIT ?2"));
@@ -323,7 +323,7 @@ class SqliteQueue final : public JobQueue {
   absl::StatusOr<Job> Cancel(const std::string& id) override {
     absl::MutexLock lock(&mu_);
     KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    absl::Status s = [&]() -> absl::Status {
+    absl::Status s = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
       Stmt q(db_,
              "UPDATE jobs SET state=4, finished_ms=?1, error='cancelled by request', "
              "error_code='cancelled' WHERE id=?2 AND state=0");
