@@ -157,6 +157,9 @@ absl::StatusOr<WorkItemPtr> JobService::Load(const queue::Job& job) {
 
 absl::StatusOr<std::vector<std::string>> JobService::WriteResults(
     const WorkItem& item, const std::vector<engine::Image>& images) {
+  // An earlier attempt killed mid-write may have left a partial temporary file; this attempt is
+  // now the only writer of the job's folder.
+  KILN_RETURN_IF_ERROR(store_->RemoveLeftovers(StrCat("jobs/", item.id)));
   std::vector<std::string> keys;
   for (size_t i = 0; i < images.size(); ++i) {
     KILN_ASSIGN_OR_RETURN(

@@ -38,6 +38,9 @@ class BlobStore {
   // Keys starting with `prefix`, sorted, at most `limit`.
   virtual absl::StatusOr<std::vector<std::string>> List(std::string_view prefix,
                                                         size_t limit = 10000) = 0;
+  // Removes what interrupted writes (a crash mid-Put) left in the folder `dir` ("jobs/ID"); the
+  // keys themselves are never partial. Call only when no write to that folder is in flight.
+  virtual absl::Status RemoveLeftovers(std::string_view dir) { return absl::OkStatus(); }
   // A short description for logs ("file:///data/blobs").
   virtual std::string Describe() const = 0;
 };

@@ -1,6 +1,7 @@
 #include "store/blob_store.h"
 
 #include <filesystem>
+#include <fstream>
 
 #include "core/ids.h"
 #include "gtest/gtest.h"
@@ -68,6 +69,15 @@ TEST(FileStore, LeavesNoTemporaryFiles) {
   }
   EXPECT_EQ(files, 1);
   EXPECT_EQ(*(*store)->Get("k/v"), "19");
+  // What a crash mid-write leaves behind is removed on request, and never listed as a key.
+  {
+    std::ofstream partial(dir / "k" / ".tmp-v-123-4");
+    partial << "half";
+  }
+  EXPECT_EQ(*(*store)->List("k/"), std::vector<std::string>{"k/v"});
+  ASSERT_TRUE((*store)->RemoveLeftovers("k").ok());
+  EXPECT_FALSE(std::filesystem::exists(dir / "k" / ".tmp-v-123-4"));
+  EXPECT_TRUE((*store)->RemoveLeftovers("absent").ok());
   EXPECT_FALSE(BlobStore::Open("file://relative").ok());
   EXPECT_FALSE(BlobStore::Open("ftp://x").ok());
   std::filesystem::remove_all(dir);

@@ -119,6 +119,19 @@ class FileStore final : public BlobStore {
     return keys;
   }
 
+  absl::Status RemoveLeftovers(std::string_view dir) override {
+    KILN_RETURN_IF_ERROR(CheckKey(dir));
+    std::error_code ec;
+    for (auto it = fs::directory_iterator(root_ / std::string(dir), ec);
+         !ec && it != fs::directory_iterator(); it.increment(ec)) {
+      if (it->path().filename().string().rfind(".tmp-", 0) == 0) fs::remove(it->path(), ec);
+    }
+    if (ec && ec != std::errc::no_such_file_or_directory) {
+      return absl::UnavailableError(StrCat("cleaning ", dir, ": ", ec.message()));
+    }
+    return absl::OkStatus();
+  }
+
   std::string Describe() const override { return "file://" + root_.string(); }
 
  private:
