@@ -1,5 +1,7 @@
 #include "sched/job_service.h"
 
+#include <map>
+
 #include "core/ids.h"
 #include "core/logging.h"
 #include "core/status_util.h"
@@ -83,17 +85,23 @@ absl::StatusOr<queue::Batch> JobService::SubmitBatch(std::vector<JobSubmission> 
   batch.total = static_cast<int>(submissions.size());
   batch.metadata = metadata.dump();
   std::vector<queue::NewJob> jobs;
-  double cost = 0;
   for (JobSubmission& s : submissions) {
     KILN_ASSIGN_OR_RETURN(queue::NewJob job, Prepare(s));
     job.batch_id = batch.id;
-    cost += job.cost;
     if (batch.model.empty()) batch.model = job.model;
     if (batch.model != job.model) batch.model = "mixed";
     jobs.push_back(std::move(job));
   }
-  KILN_RETURN_IF_ERROR(
-      scheduler_->AdmitJob(jobs.front().model, queue::PriorityClass::kBatch, cost, 0));
+  // Admission per model: the batch must fit each model's backlog bound as a whole.
+  std::map<std::string, std::pair<int, double>> per_model;
+  for (const queue::NewJob& j : jobs) {
+    per_model[j.model].first += 1;
+    per_model[j.model].second += j.cost;
+  }
+  for (const auto& [model, load] : per_model) {
+    KILN_RETURN_IF_ERROR(
+        scheduler_->AdmitJob(model, queue::PriorityClass::kBatch, load.second, 0, load.first));
+  }
   KILN_RETURN_IF_ERROR(queue_->EnqueueBatch(batch, jobs));
   for (const queue::NewJob& j : jobs) scheduler_->NotifyQueued(j.model);
   return queue_->GetBatch(batch.id);

@@ -302,7 +302,7 @@ absl::Status Scheduler::SubmitSync(WorkItemPtr item, int64_t deadline_ms) {
 }
 
 absl::Status Scheduler::AdmitJob(const std::string& model, queue::PriorityClass klass, double cost,
-                                 int64_t deadline_ms) {
+                                 int64_t deadline_ms, int count) {
   auto it = lanes_.find(model);
   if (it == lanes_.end()) {
     return WithField(absl::NotFoundError(StrCat("model '", model, "' is not being served")),
@@ -318,10 +318,11 @@ absl::Status Scheduler::AdmitJob(const std::string& model, queue::PriorityClass 
     wait = (backlog.queued_cost + lane.pending.total_cost() + lane.RunningRemaining()) /
            lane.replica_count();
   }
-  if (backlog.queued >= options_.max_queued_jobs) {
+  if (backlog.queued + count > options_.max_queued_jobs) {
     return WithRetryAfter(
-        absl::ResourceExhaustedError(StrCat("the queue for model '", model, "' is full (",
-                                            backlog.queued, " jobs); retry later")),
+        absl::ResourceExhaustedError(
+            StrCat("the queue for model '", model, "' holds ", backlog.queued, " jobs; ", count,
+                   " more would pass its bound of ", options_.max_queued_jobs, "; retry later")),
         RetryAfter(wait));
   }
   if (deadline_ms > 0 && UnixMillis() + (wait + cost) * 1000.0 > deadline_ms) {

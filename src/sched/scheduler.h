@@ -88,10 +88,11 @@ class Scheduler {
   // ms, 0 = none) cannot be met.
   absl::Status SubmitSync(WorkItemPtr item, int64_t deadline_ms);
 
-  // Admission for an async job before it is written: ResourceExhausted when the model's durable
-  // backlog is full or the deadline cannot be met.
+  // Admission for `count` async jobs (one, or a batch) of `cost` device-seconds in all, before
+  // they are written: ResourceExhausted when they would overflow the model's durable backlog or
+  // the deadline cannot be met.
   absl::Status AdmitJob(const std::string& model, queue::PriorityClass klass, double cost,
-                        int64_t deadline_ms);
+                        int64_t deadline_ms, int count = 1);
   // A job of `model` was enqueued (or requeued): wake an idle replica to claim it.
   void NotifyQueued(const std::string& model);
 

@@ -328,6 +328,13 @@ TEST(JobsAdmission, AFullQueueAnswers429WithRetryAfter) {
   HttpResult r = post(9);
   EXPECT_EQ(r.status, 429);
   EXPECT_FALSE(r.headers["retry-after"].empty());
+  // A batch is admitted as a whole: two lines do not fit a bound of one.
+  const std::string two = R"({"prompt":"x","model":"test-pixel"})"
+                          "\n"
+                          R"({"prompt":"y","model":"test-pixel"})";
+  HttpResult b =
+      HttpRequest("POST", server.url() + "/v1/batches", two, {"Content-Type: application/jsonl"});
+  EXPECT_EQ(b.status, 429) << b.body;
 }
 
 }  // namespace
