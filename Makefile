@@ -13,7 +13,7 @@ STAMP := $(BUILD_DIR)/.deps-ok
 TSA_SOURCES = $(filter-out %_test.cc src/engine/pipeline.cc src/engine/generation.cc \
   src/engine/samplers/sampler.cc src/cli/%, $(wildcard src/*/*.cc src/*/*/*.cc))
 
-.PHONY: thread-safety deps configure build run test test-models bench format format-check model clean
+.PHONY: thread-safety deps configure build run test test-models bench bench-overhead bench-batching format format-check model clean
 
 $(STAMP): scripts/install-deps.sh
 	bash scripts/install-deps.sh
@@ -51,6 +51,16 @@ bench: build test-models
 	cmake --build $(BUILD_DIR) --target kiln_bench_latency
 	$(BUILD_DIR)/kiln_bench_latency $(BUILD_DIR)/test-models test-pixel 20 9
 	$(BUILD_DIR)/kiln_bench_latency $(BUILD_DIR)/test-models test-latent 20 9
+
+# Serving overhead: kiln vs FastAPI + uvicorn + PyTorch on the identity model (docs/benchmarks.md).
+bench-overhead: build test-models
+	cmake --build $(BUILD_DIR) --target kiln_bench_http_load
+	bash bench/overhead.sh
+
+# Step-level vs request-level batching on tiny-shapes at two sizes (docs/benchmarks.md).
+bench-batching: build
+	cmake --build $(BUILD_DIR) --target kiln_bench_batching
+	bash bench/batching.sh
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')

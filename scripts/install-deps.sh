@@ -18,7 +18,7 @@ PACKAGES=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev curl bc
   # tools/: model generation, training and export (Debian's python3, not a pyenv one)
-  python3 python3-torch python3-numpy python3-yaml python3-pil
+  python3 python3-torch python3-numpy python3-yaml python3-pil python3-fastapi python3-uvicorn
 )
 
 missing=()

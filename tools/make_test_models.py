@@ -3,6 +3,8 @@
 
 They exercise every code path of the engine (pixel and latent models, both tokenizers, image
 conditioning, encoder and decoder) without trained weights, so tests do not depend on training.
+test-identity has a denoiser that returns its input: serving it measures the system's own
+overhead (bench/overhead.sh), not the model's.
 Run with Debian's python3 (python3-torch):  python3 tools/make_test_models.py --out build/test-models
 """
 import argparse
@@ -43,6 +45,25 @@ class Denoiser(nn.Module):
         h = h + self.text(hidden.mean(dim=1))[:, :, None, None] + temb[:, :, None, None]
         h = F.silu(self.mid(F.silu(h)))
         return 0.5 * torch.tanh(self.out(h)) + 0.1 * x
+
+
+class EmbeddingEncoder(nn.Module):
+    """The smallest text encoder the contract allows: a lookup table."""
+
+    def __init__(self, vocab: int, dim: int):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.emb(input_ids)
+
+
+class IdentityDenoiser(nn.Module):
+    """Returns x: the denoiser costs nothing, so only the serving path is timed."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, hidden: torch.Tensor,
+                image_cond: torch.Tensor) -> torch.Tensor:
+        return x
 
 
 class Decoder(nn.Module):
@@ -101,6 +122,45 @@ schedule:
 defaults:
   steps: 8
   guidance_scale: 4.0
+  image_guidance_scale: 1.5
+  sampler: euler
+tokenizer:
+  type: words
+  max_length: 12
+  vocab: words.txt
+files:
+  text_encoder: text_encoder.pt
+  denoiser: denoiser.pt
+""")
+
+
+def write_identity_model(out: str) -> None:
+    d = os.path.join(out, "test-identity")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "words.txt"), "w") as f:
+        f.write("\n".join(WORDS) + "\n")
+    save(EmbeddingEncoder(len(WORDS), 4), os.path.join(d, "text_encoder.pt"))
+    save(IdentityDenoiser(), os.path.join(d, "denoiser.pt"))
+    # guidance_scale 1.0 turns classifier-free guidance off: one denoiser row per image.
+    with open(os.path.join(d, "model.yaml"), "w") as f:
+        f.write("""kind: pixel
+description: "identity denoiser: measures serving overhead, not the model"
+tasks: [generate, edit]
+sizes: ["32x32"]
+channels: 3
+image_cond_channels: 3
+downsample: 1
+latent_scale: 1.0
+max_batch: 8
+schedule:
+  num_train_timesteps: 1000
+  beta_schedule: linear
+  beta_start: 0.0001
+  beta_end: 0.02
+  prediction_type: eps
+defaults:
+  steps: 8
+  guidance_scale: 1.0
   image_guidance_scale: 1.5
   sampler: euler
 tokenizer:
@@ -188,6 +248,8 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     write_pixel_model(args.out)
     write_latent_model(args.out)
+    # Last, so the random weights of the models above do not change.
+    write_identity_model(args.out)
     print(f"test models written to {args.out}")
 
 

@@ -71,6 +71,11 @@ http::Response RunSync(const ApiContext& ctx, ImageRequest request, const http::
   auto cost = ctx.scheduler->EstimateCost(request.model, request.generation);
   if (!cost.ok()) return ErrorResponse(cost.status());
   item->cost = *cost;
+  // Encoding a few small PNGs inline on the replica costs less than a thread hop.
+  item->inline_done = request.response_format == ResponseFormat::kB64Json &&
+                      int64_t{request.generation.n} * request.generation.size.width *
+                              request.generation.size.height <=
+                          int64_t{128} * 128;
   const int64_t deadline = request.deadline_ms > 0 ? UnixMillis() + request.deadline_ms : 0;
   const std::string base_url = BaseUrl(req);
   http::Response r;

@@ -19,8 +19,9 @@ struct ServeOptions {
   std::string device = "cpu";
   int threads = 0;  // torch intra-op threads; 0 = all cores
   bool log_text = false;
-  int replicas = 1;               // per model
-  std::string batching = "step";  // step | request (the baseline, for benchmarks)
+  std::string log_level = "info";  // debug | info | warn | error
+  int replicas = 1;                // per model
+  std::string batching = "step";   // step | request (the baseline, for benchmarks)
   int max_attempts = 3;
   int lease_seconds = 30;
   int grace_seconds = 30;

@@ -27,6 +27,8 @@ int main(int argc, char** argv) {
   s->add_option("--threads", serve.threads, "Torch intra-op threads (0 = all cores)")
       ->check(CLI::Range(0, 1024));
   s->add_flag("--log-text", serve.log_text, "Plain-text logs instead of JSON lines");
+  s->add_option("--log-level", serve.log_level, "debug | info | warn | error")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
   s->add_option("--replicas", serve.replicas, "Engine replicas per model")
       ->check(CLI::Range(1, 64));
   s->add_option("--batching", serve.batching, "step (continuous) | request (baseline)")
@@ -75,7 +77,11 @@ int main(int argc, char** argv) {
         return 2;
       }
     }
-    kiln::log::Init(kiln::log::Level::kInfo, !serve.log_text);
+    const kiln::log::Level level = serve.log_level == "debug"   ? kiln::log::Level::kDebug
+                                   : serve.log_level == "warn"  ? kiln::log::Level::kWarn
+                                   : serve.log_level == "error" ? kiln::log::Level::kError
+                                                                : kiln::log::Level::kInfo;
+    kiln::log::Init(level, !serve.log_text);
     return kiln::cli::RunServe(serve);
   }
   kiln::log::Init(kiln::log::Level::kWarn, false);

@@ -102,6 +102,8 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o, const Ser
         set_int(o.max_queued_jobs, d.max_queued_jobs);
       else if (key == "max_queued_sync")
         set_int(o.max_queued_sync, d.max_queued_sync);
+      else if (key == "log_level")
+        set_str(o.log_level, d.log_level);
       else
         return path + ": unknown key '" + key + "'";
     } catch (const YAML::Exception& e) {

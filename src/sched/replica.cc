@@ -69,12 +69,12 @@ void Replica::Admit(bool idle) {
       source_->Finished(std::move(item), generation.status());
       continue;
     }
-    log::Info("generation started", {{"id", item->id},
-                                     {"model", item->model},
-                                     {"replica", index_},
-                                     {"steps", item->request.steps},
-                                     {"n", item->request.n},
-                                     {"batch_rows", running_rows_.load()}});
+    log::Debug("generation started", {{"id", item->id},
+                                      {"model", item->model},
+                                      {"replica", index_},
+                                      {"steps", item->request.steps},
+                                      {"n", item->request.n},
+                                      {"batch_rows", running_rows_.load()}});
     item->num_steps = (*generation)->num_steps();
     item->step = (*generation)->step();
     const int rows = (*generation)->rows();

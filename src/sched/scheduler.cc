@@ -122,6 +122,12 @@ struct Scheduler::Lane final : public WorkSource {
   }
 
   void Finished(WorkItemPtr item, absl::StatusOr<std::vector<engine::Image>> result) override {
+    if (item->inline_done) {
+      if (item->on_done) item->on_done(*item, std::move(result));
+      absl::MutexLock lock(&mu);
+      held.erase(item->id);
+      return;
+    }
     boost::asio::post(*finishers, [this, item = std::move(item), result = std::move(result)] {
       if (item->on_done) item->on_done(*item, result);
       absl::MutexLock lock(&mu);

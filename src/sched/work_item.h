@@ -35,8 +35,10 @@ struct WorkItem {
 
   // Called on the replica thread after each step. `preview` is null unless `previews`.
   std::function<void(WorkItem&, const engine::Image* preview)> on_progress;
-  // Called once, off the replica thread, with the images or the error (Cancelled when
-  // cancelled).
+  // When set, on_done is cheap (small images, no store write) and runs on the replica thread,
+  // saving a thread hop; otherwise it runs on the finisher pool.
+  bool inline_done = false;
+  // Called once with the images or the error (Cancelled when cancelled).
   std::function<void(WorkItem&, absl::StatusOr<std::vector<engine::Image>>)> on_done;
 
   // Set by the fair queue.

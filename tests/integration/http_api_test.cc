@@ -59,8 +59,8 @@ TEST_F(HttpApiTest, HealthReadyAndModels) {
   ASSERT_EQ(models.status, 200);
   json m = json::parse(models.body);
   EXPECT_EQ(m["object"], "list");
-  ASSERT_EQ(m["data"].size(), 2u);
-  EXPECT_EQ(m["data"][0]["id"], "test-latent");
+  ASSERT_EQ(m["data"].size(), 3u);  // test-identity, test-latent, test-pixel
+  EXPECT_EQ(m["data"][0]["id"], "test-identity");
   EXPECT_EQ(m["data"][0]["object"], "model");
   EXPECT_EQ(HttpGet(Url("/v1/models/test-pixel")).status, 200);
   ExpectError(HttpGet(Url("/v1/models/nope")), 404, "model");
@@ -194,7 +194,7 @@ TEST(HttpApiStandalone, BrokenModelFailsReadyzButOthersServe) {
 }
 
 TEST(HttpApiStandalone, SigtermLetsTheInFlightRequestFinish) {
-  ServerProcess server({"--models", TestModelsDir()});
+  ServerProcess server({"--models", TestModelsDir(), "--log-level", "debug"});
   ASSERT_TRUE(server.started()) << server.log();
   HttpResult result;
   std::thread client([&] {
