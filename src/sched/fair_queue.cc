@@ -37,6 +37,11 @@ WorkItemPtr FairQueue::PopIf(const std::function<bool(const WorkItem&)>& fits) {
   return nullptr;
 }
 
+WorkItemPtr FairQueue::PopFrontIf(const std::function<bool(const WorkItem&)>& fits) {
+  if (items_.empty() || !fits(*items_.begin()->second)) return nullptr;
+  return PopIf([](const WorkItem&) { return true; });
+}
+
 WorkItemPtr FairQueue::Remove(const std::string& id) {
   auto k = by_id_.find(id);
   if (k == by_id_.end()) return nullptr;

@@ -23,6 +23,9 @@ class FairQueue {
   void Push(WorkItemPtr item);
   // Removes and returns the first item for which `fits` is true (in service order), or null.
   WorkItemPtr PopIf(const std::function<bool(const WorkItem&)>& fits);
+  // Removes and returns the first item in service order if `fits` holds for it; null otherwise
+  // (the items behind it wait too, so a large item is never starved by smaller ones).
+  WorkItemPtr PopFrontIf(const std::function<bool(const WorkItem&)>& fits);
   // Removes the item with this id, if queued.
   WorkItemPtr Remove(const std::string& id);
 

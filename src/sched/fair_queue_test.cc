@@ -63,6 +63,8 @@ TEST(FairQueue, PopIfSkipsItemsThatDoNotFitAndRemoveWorks) {
   q.Push(Item("big", "a", 1, queue::PriorityClass::kAsync, 0, 8));
   q.Push(Item("small", "a", 1, queue::PriorityClass::kAsync, 0, 2));
   q.Push(Item("gone", "a", 1));
+  // The head does not fit: nothing behind it may pass.
+  EXPECT_EQ(q.PopFrontIf([](const WorkItem& w) { return w.rows <= 4; }), nullptr);
   EXPECT_EQ(q.PopIf([](const WorkItem& w) { return w.rows <= 4; })->id, "small");
   EXPECT_EQ(q.Remove("gone")->id, "gone");
   EXPECT_EQ(q.Remove("gone"), nullptr);

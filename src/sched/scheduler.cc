@@ -77,7 +77,9 @@ struct Scheduler::Lane final : public WorkSource {
     while (true) {
       if (stopping) break;
       auto fits = [&](const WorkItem& w) { return idle || w.rows <= free_rows; };
-      if (WorkItemPtr item = pending.PopIf(fits)) {
+      // Only the first item in service order may start: letting smaller ones pass it whenever
+      // it does not fit the free rows would starve it under steady load.
+      if (WorkItemPtr item = pending.PopFrontIf(fits)) {
         if (item->klass == queue::PriorityClass::kInteractive) --waiting_sync;
         mu.Unlock();
         return item;

@@ -113,6 +113,24 @@ TEST_F(SchedulerTest, RequestLevelBatchingMakesTheShortRequestWait) {
   EXPECT_EQ(order, (std::vector<std::string>{"long", "short"}));
 }
 
+TEST_F(SchedulerTest, ALargeRequestIsNotStarvedBySmallerOnesBehindIt) {
+  SchedulerOptions o;
+  o.max_batch_rows = 4;
+  auto s = Make(o);
+  std::vector<std::string> order;
+  auto running = Submit(*s, "running", Request(60, 1), &order);  // 2 rows of 4
+  running->progressed.WaitForNotification();
+  auto big_request = Request(3, 2);
+  big_request.n = 3;  // 6 rows: more than the batch holds, runs alone once the replica is idle
+  auto big = Submit(*s, "big", big_request, &order);
+  auto small = Submit(*s, "small", Request(3, 3), &order);  // 2 rows: would fit beside "running"
+  small->done.WaitForNotification();
+  big->done.WaitForNotification();
+  running->done.WaitForNotification();
+  ASSERT_TRUE(big->images.ok()) << big->images.status();
+  EXPECT_EQ(order, (std::vector<std::string>{"running", "big", "small"}));
+}
+
 TEST_F(SchedulerTest, CancelStopsARunningRequestAtAStepBoundary) {
   auto s = Make();
   auto r = Request(150, 3);
