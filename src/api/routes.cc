@@ -11,8 +11,10 @@ void AddRoutes(http::Router& router, const ApiContext& ctx) {
   const ApiContext* c = &ctx;
   using P = http::PathParams;
   using R = http::Request;
-  router.Add("POST", "/v1/images/generations",
-             [c](const R& r, const P&) { return HandleImageGenerations(*c, r); });
+  // Parses at most 1 MiB of JSON, then defers to the scheduler: safe on the I/O thread.
+  router.Add(
+      "POST", "/v1/images/generations",
+      [c](const R& r, const P&) { return HandleImageGenerations(*c, r); }, /*runs_inline=*/true);
   router.Add("POST", "/v1/images/edits",
              [c](const R& r, const P&) { return HandleImageEdits(*c, r); });
   router.Add("GET", "/v1/models", [c](const R& r, const P&) { return HandleListModels(*c, r); });

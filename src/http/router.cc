@@ -15,8 +15,19 @@ std::vector<std::string> Segments(const std::string& path) {
 
 Router::Router(ErrorRenderer render_error) : render_error_(std::move(render_error)) {}
 
-void Router::Add(std::string method, std::string pattern, Handler handler) {
-  routes_.push_back({std::move(method), Segments(pattern), std::move(handler)});
+void Router::Add(std::string method, std::string pattern, Handler handler, bool runs_inline) {
+  routes_.push_back({std::move(method), Segments(pattern), std::move(handler), runs_inline});
+}
+
+bool Router::RunsInline(const Request& request) const {
+  const std::vector<std::string> segments = Segments(request.path);
+  for (const auto& route : routes_) {
+    PathParams params;
+    if (route.method == request.method && Match(route, segments, params)) {
+      return route.runs_inline;
+    }
+  }
+  return false;
 }
 
 bool Router::Match(const Route& route, const std::vector<std::string>& segments,

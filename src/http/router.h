@@ -21,7 +21,12 @@ class Router {
  public:
   explicit Router(ErrorRenderer render_error);
 
-  void Add(std::string method, std::string pattern, Handler handler);
+  // `runs_inline`: the handler never blocks (it parses a small body and returns or defers), so
+  // the server may run it on the I/O thread and save a thread hop.
+  void Add(std::string method, std::string pattern, Handler handler, bool runs_inline = false);
+
+  // Whether the route `request` matches was added with `runs_inline`.
+  bool RunsInline(const Request& request) const;
 
   // Runs the matching handler: 404 for an unknown path, 405 (with Allow) for a known path and
   // another method.
@@ -34,6 +39,7 @@ class Router {
     std::string method;
     std::vector<std::string> segments;
     Handler handler;
+    bool runs_inline = false;
   };
   static bool Match(const Route& route, const std::vector<std::string>& segments,
                     PathParams& params);

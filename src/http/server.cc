@@ -96,26 +96,30 @@ class Session : public std::enable_shared_from_this<Session> {
     version_ = req.version();
     stream_.expires_never();
     ++server_->in_flight;
-    // The handler may block (it may wait for a model): run it off the I/O threads.
-    asio::post(server_->handlers, [self = shared_from_this(), request] {
-      Response response;
-      try {
-        response = self->server_->router->Dispatch(*request);
-      } catch (const std::exception& e) {
-        log::Error("handler threw", {{"path", request->path}, {"error", e.what()}});
-        response = self->server_->router->render_error()(500, "internal error");
-      }
-      if (response.deferred) {
-        auto deferred = std::move(response.deferred);
-        auto once = std::make_shared<std::atomic<bool>>(false);
-        deferred([self, once](Response later) {
-          if (once->exchange(true)) return;
-          self->Respond(std::move(later));
-        });
-        return;
-      }
-      self->Respond(std::move(response));
-    });
+    // A handler may block (a database write, a large upload to decode): run it off the I/O
+    // threads, unless its route is marked quick (it parses a small body and defers the rest).
+    if (server_->router->RunsInline(*request)) return Handle(request);
+    asio::post(server_->handlers, [self = shared_from_this(), request] { self->Handle(request); });
+  }
+
+  void Handle(const std::shared_ptr<Request>& request) {
+    Response response;
+    try {
+      response = server_->router->Dispatch(*request);
+    } catch (const std::exception& e) {
+      log::Error("handler threw", {{"path", request->path}, {"error", e.what()}});
+      response = server_->router->render_error()(500, "internal error");
+    }
+    if (response.deferred) {
+      auto deferred = std::move(response.deferred);
+      auto once = std::make_shared<std::atomic<bool>>(false);
+      deferred([self = shared_from_this(), once](Response later) {
+        if (once->exchange(true)) return;
+        self->Respond(std::move(later));
+      });
+      return;
+    }
+    Respond(std::move(response));
   }
 
   // Hands a response to the connection's executor (from any thread).
