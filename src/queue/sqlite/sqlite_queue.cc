@@ -2,10 +2,11 @@
 // state change is one transaction, so a crash leaves each job in exactly one state.
 #include <sqlite3.h>
 
-#include <chrono>
+#include <functional>
 #include <limits>
 
 #include "absl/synchronization/mutex.h"
+#include "core/ids.h"
 #include "core/status_util.h"
 #include "core/strings.h"
 #include "nlohmann/json.hpp"
@@ -179,13 +180,7 @@ Job ReadJob(const Stmt& s) {
 class SqliteQueue final : public JobQueue {
  public:
   SqliteQueue(sqlite3* db, QueueOptions options) : db_(db), options_(std::move(options)) {
-    if (!options_.now_ms) {
-      options_.now_ms = [] {
-        return std::chrono::duration_cast<std::chrono::milliseconds>(
-                   std::chrono::system_clock::now().time_since_epoch())
-            .count();
-      };
-    }
+    if (!options_.now_ms) options_.now_ms = UnixMillis;
   }
   ~SqliteQueue() override { sqlite3_close(db_); }
 
@@ -200,20 +195,17 @@ class SqliteQueue final : public JobQueue {
 
   absl::StatusOr<EnqueueResult> Enqueue(const NewJob& job) override {
     absl::MutexLock lock(&mu_);
-    KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    auto result = EnqueueLocked(job);
-    if (!result.ok()) {
-      (void)Exec("ROLLBACK");
+    absl::StatusOr<EnqueueResult> result;
+    KILN_RETURN_IF_ERROR(Transaction([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      result = EnqueueLocked(job);
       return result.status();
-    }
-    KILN_RETURN_IF_ERROR(Commit());
+    }));
     return result;
   }
 
   absl::Status EnqueueBatch(const Batch& batch, const std::vector<NewJob>& jobs) override {
     absl::MutexLock lock(&mu_);
-    KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    absl::Status s = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+    return Transaction([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
       Stmt ins(db_,
                "INSERT INTO batches(id, model, created_ms, total, metadata) VALUES(?,?,?,?,?)");
       ins.Bind(1, batch.id).Bind(2, batch.model).Bind(3, Now()).Bind(4, batch.total);
@@ -226,12 +218,7 @@ class SqliteQueue final : public JobQueue {
         }
       }
       return absl::OkStatus();
-    }();
-    if (!s.ok()) {
-      (void)Exec("ROLLBACK");
-      return s;
-    }
-    return Commit();
+    });
   }
 
   absl::StatusOr<std::vector<Job>> Claim(const std::string& model, int max,
@@ -239,8 +226,7 @@ class SqliteQueue final : public JobQueue {
     absl::MutexLock lock(&mu_);
     std::vector<Job> out;
     if (max <= 0) return out;
-    KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    absl::Status s = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+    KILN_RETURN_IF_ERROR(Transaction([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
       std::vector<std::string> ids;
       {
         Stmt sel(db_, StrCat(kOrderedCte, "SELECT id FROM ordered ORDER BY ord LIMIT ?2"));
@@ -263,12 +249,7 @@ class SqliteQueue final : public JobQueue {
         out.push_back(std::move(j));
       }
       return absl::OkStatus();
-    }();
-    if (!s.ok()) {
-      (void)Exec("ROLLBACK");
-      return s;
-    }
-    KILN_RETURN_IF_ERROR(Commit());
+    }));
     return out;
   }
 
@@ -322,8 +303,7 @@ class SqliteQueue final : public JobQueue {
 
   absl::StatusOr<Job> Cancel(const std::string& id) override {
     absl::MutexLock lock(&mu_);
-    KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    absl::Status s = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+    KILN_RETURN_IF_ERROR(Transaction([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
       Stmt q(db_,
              "UPDATE jobs SET state=4, finished_ms=?1, error='cancelled by request', "
              "error_code='cancelled' WHERE id=?2 AND state=0");
@@ -332,12 +312,7 @@ class SqliteQueue final : public JobQueue {
       Stmt r(db_, "UPDATE jobs SET cancel_requested=1 WHERE id=?1 AND state=1");
       r.Bind(1, id);
       return r.Run();
-    }();
-    if (!s.ok()) {
-      (void)Exec("ROLLBACK");
-      return s;
-    }
-    KILN_RETURN_IF_ERROR(Commit());
+    }));
     return GetLocked(id);
   }
 
@@ -411,20 +386,13 @@ class SqliteQueue final : public JobQueue {
     const int64_t cutoff = all ? std::numeric_limits<int64_t>::max() : Now();
     KILN_ASSIGN_OR_RETURN(std::vector<std::string> ids,
                           Ids("SELECT id FROM jobs WHERE state=1 AND lease_until_ms < ?1", cutoff));
-    std::vector<Job> out;
-    for (const std::string& id : ids) {
-      Stmt up(db_,
-              "UPDATE jobs SET state = CASE WHEN attempts < max_attempts THEN 0 ELSE 3 END, "
-              "finished_ms = CASE WHEN attempts < max_attempts THEN 0 ELSE ?1 END, "
-              "error = 'the worker running the job stopped (lease expired) after ' || attempts "
-              "|| ' attempt(s)', error_code='worker_lost', worker='', lease_until_ms=0 "
-              "WHERE id=?2 AND state=1");
-      up.Bind(1, Now()).Bind(2, id);
-      KILN_RETURN_IF_ERROR(up.Run());
-      KILN_ASSIGN_OR_RETURN(Job j, GetLocked(id));
-      out.push_back(std::move(j));
-    }
-    return out;
+    return UpdateEach(
+        ids,
+        "UPDATE jobs SET state = CASE WHEN attempts < max_attempts THEN 0 ELSE 3 END, "
+        "finished_ms = CASE WHEN attempts < max_attempts THEN 0 ELSE ?1 END, "
+        "error = 'the worker running the job stopped (lease expired) after ' || "
+        "attempts || ' attempt(s)', error_code='worker_lost', worker='', "
+        "lease_until_ms=0 WHERE id=?2 AND state=1");
   }
 
   absl::StatusOr<std::vector<Job>> ExpireDeadlines() override {
@@ -432,17 +400,10 @@ class SqliteQueue final : public JobQueue {
     KILN_ASSIGN_OR_RETURN(
         std::vector<std::string> ids,
         Ids("SELECT id FROM jobs WHERE state=0 AND deadline_ms > 0 AND deadline_ms < ?1", Now()));
-    std::vector<Job> out;
-    for (const std::string& id : ids) {
-      Stmt up(db_,
-              "UPDATE jobs SET state=3, finished_ms=?1, error='the deadline passed before the "
-              "job could start', error_code='deadline_exceeded' WHERE id=?2 AND state=0");
-      up.Bind(1, Now()).Bind(2, id);
-      KILN_RETURN_IF_ERROR(up.Run());
-      KILN_ASSIGN_OR_RETURN(Job j, GetLocked(id));
-      out.push_back(std::move(j));
-    }
-    return out;
+    return UpdateEach(
+        ids,
+        "UPDATE jobs SET state=3, finished_ms=?1, error='the deadline passed before "
+        "the job could start', error_code='deadline_exceeded' WHERE id=?2 AND state=0");
   }
 
   absl::StatusOr<ModelBacklog> Backlog(const std::string& model) override {
@@ -525,8 +486,12 @@ class SqliteQueue final : public JobQueue {
     return absl::UnavailableError(StrCat("sqlite: ", msg));
   }
 
-  absl::Status Commit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    absl::Status s = Exec("COMMIT");
+  // Runs `body` in one write transaction: committed when it returns OK, rolled back otherwise.
+  absl::Status Transaction(const std::function<absl::Status()>& body)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    KILN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    absl::Status s = body();
+    if (s.ok()) s = Exec("COMMIT");
     if (!s.ok()) (void)Exec("ROLLBACK");
     return s;
   }
@@ -552,6 +517,20 @@ class SqliteQueue final : public JobQueue {
       ids.push_back(s.Text(0));
     }
     return ids;
+  }
+
+  // Runs `sql` (?1 = now, ?2 = a job id) for each of `ids`; returns the jobs as they are after.
+  absl::StatusOr<std::vector<Job>> UpdateEach(const std::vector<std::string>& ids, const char* sql)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::vector<Job> out;
+    for (const std::string& id : ids) {
+      Stmt up(db_, sql);
+      up.Bind(1, Now()).Bind(2, id);
+      KILN_RETURN_IF_ERROR(up.Run());
+      KILN_ASSIGN_OR_RETURN(Job j, GetLocked(id));
+      out.push_back(std::move(j));
+    }
+    return out;
   }
 
   absl::StatusOr<Job> GetLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
