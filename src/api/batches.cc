@@ -12,14 +12,14 @@ namespace {
 
 nlohmann::json BatchJson(const queue::Batch& b, const std::map<queue::JobState, int>& counts) {
   nlohmann::json c = nlohmann::json::object();
-  int done = 0, active = 0;
+  int done = 0;
   for (queue::JobState s :
        {queue::JobState::kQueued, queue::JobState::kRunning, queue::JobState::kSucceeded,
         queue::JobState::kFailed, queue::JobState::kCancelled}) {
     auto it = counts.find(s);
     const int n = it == counts.end() ? 0 : it->second;
     c[std::string(queue::JobStateName(s))] = n;
-    (queue::IsFinal(s) ? done : active) += n;
+    if (queue::IsFinal(s)) done += n;
   }
   c["total"] = b.total;
   nlohmann::json j = {
@@ -34,7 +34,6 @@ nlohmann::json BatchJson(const queue::Batch& b, const std::map<queue::JobState, 
       {"results_url", StrCat("/v1/batches/", b.id, "/results")}};
   auto meta = nlohmann::json::parse(b.metadata, nullptr, false);
   if (meta.is_object() && !meta.empty()) j["metadata"] = meta;
-  (void)active;
   return j;
 }
 

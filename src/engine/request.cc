@@ -7,6 +7,11 @@
 
 namespace kiln::engine {
 
+int RowsPerImage(const GenerationRequest& request) {
+  if (std::holds_alternative<InstructEdit>(request.conditioning)) return 3;
+  return request.guidance_scale == 1.0 ? 1 : 2;
+}
+
 absl::Status CheckRequestForModel(const GenerationRequest& r, const ModelSpec& model) {
   if (!model.SupportsSize(r.size)) {
     std::string sizes;

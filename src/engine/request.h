@@ -46,6 +46,10 @@ struct GenerationRequest {
   Conditioning conditioning = TextToImage{};
 };
 
+// Denoiser rows per image: 1 without guidance, 2 with classifier-free guidance, 3 for an
+// instruction edit (the same rule Pipeline::Start applies).
+int RowsPerImage(const GenerationRequest& request);
+
 // Returns InvalidArgument naming the field when `request` cannot run on `model`.
 absl::Status CheckRequestForModel(const GenerationRequest& request, const ModelSpec& model);
 

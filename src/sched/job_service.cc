@@ -12,9 +12,6 @@
 namespace kiln::sched {
 namespace {
 
-constexpr size_t kMaxInputBytes = 16 << 20;
-constexpr int64_t kMaxInputPixels = 4096 * 4096;
-
 nlohmann::json Seconds(int64_t ms) {
   return ms > 0 ? nlohmann::json(ms / 1000.0) : nlohmann::json(nullptr);
 }
@@ -124,8 +121,7 @@ absl::StatusOr<WorkItemPtr> JobService::Load(const queue::Job& job) {
   KILN_ASSIGN_OR_RETURN(engine::StoredRequest stored, engine::RequestFromJson(parsed));
   if (!stored.image_key.empty()) {
     KILN_ASSIGN_OR_RETURN(std::string bytes, store_->Get(stored.image_key));
-    KILN_ASSIGN_OR_RETURN(engine::Image image,
-                          engine::DecodeImage(bytes, {kMaxInputBytes, kMaxInputPixels}));
+    KILN_ASSIGN_OR_RETURN(engine::Image image, engine::DecodeImage(bytes, engine::DecodeLimits{}));
     if (auto* e = std::get_if<engine::InstructEdit>(&stored.request.conditioning)) {
       e->image = std::move(image);
     } else if (auto* i = std::get_if<engine::ImageToImage>(&stored.request.conditioning)) {
@@ -140,10 +136,6 @@ absl::StatusOr<WorkItemPtr> JobService::Load(const queue::Job& job) {
   item->priority = job.spec.priority;
   item->tenant = job.spec.tenant;
   item->cost = job.spec.cost;
-  item->rows = item->request.n *
-               (std::holds_alternative<engine::InstructEdit>(item->request.conditioning) ? 3
-                : item->request.guidance_scale == 1.0                                    ? 1
-                                                                                         : 2);
   const std::string id = job.id();
   item->wants_preview = [this, id] { return events_->WantsPreviews(id); };
   item->on_progress = [this](WorkItem& w, const engine::Image* preview) {
@@ -292,16 +284,24 @@ nlohmann::json JobService::JobJson(const queue::Job& job, const std::string& bas
 
 void JobService::Changed(const queue::Job& job) {
   const bool final = queue::IsFinal(job.state);
-  if (events_->HasSubscribers(job.id())) {
-    events_->Publish(job.id(), JobEvent{std::string(queue::JobStateName(job.state)),
-                                        JobJson(job, options_.public_base_url).dump(), final});
+  const bool publish = events_->HasSubscribers(job.id());
+  const bool notify = final && !job.spec.webhook.empty() && webhooks_;
+  if (!publish && !notify) return;
+  nlohmann::json data = JobJson(job, options_.public_base_url);
+  if (publish) {
+    events_->Publish(job.id(),
+                     JobEvent{std::string(queue::JobStateName(job.state)), data.dump(), final});
   }
-  if (final && !job.spec.webhook.empty() && webhooks_) {
+  if (notify) {
     (void)queue_->SetWebhookStatus(job.id(), R"({"state":"pending","attempts":0})");
-    nlohmann::json body = {{"type", StrCat("job.", queue::JobStateName(job.state))},
-                           {"data", JobJson(job, options_.public_base_url)}};
-    webhooks_->Send(job.id(), job.spec.webhook, body.dump());
+    SendWebhook(job, std::move(data));
   }
+}
+
+void JobService::SendWebhook(const queue::Job& job, nlohmann::json data) {
+  nlohmann::json body = {{"type", StrCat("job.", queue::JobStateName(job.state))},
+                         {"data", std::move(data)}};
+  webhooks_->Send(job.id(), job.spec.webhook, body.dump());
 }
 
 void JobService::ResendPendingWebhooks() {
@@ -312,9 +312,7 @@ void JobService::ResendPendingWebhooks() {
   }
   for (const queue::Job& job : *jobs) {
     if (!webhooks_) break;
-    nlohmann::json body = {{"type", StrCat("job.", queue::JobStateName(job.state))},
-                           {"data", JobJson(job, options_.public_base_url)}};
-    webhooks_->Send(job.id(), job.spec.webhook, body.dump());
+    SendWebhook(job, JobJson(job, options_.public_base_url));
   }
   if (!jobs->empty()) log::Info("webhooks resent after restart", {{"count", jobs->size()}});
 }

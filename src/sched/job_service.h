@@ -72,6 +72,8 @@ class JobService final : public JobFeed {
   absl::StatusOr<std::vector<std::string>> WriteResults(const WorkItem& item,
                                                         const std::vector<engine::Image>& images);
   absl::StatusOr<queue::NewJob> Prepare(JobSubmission& s);
+  // POSTs {"type": "job.<state>", "data": data} to the job's webhook. REQUIRES: webhooks_.
+  void SendWebhook(const queue::Job& job, nlohmann::json data);
 
   queue::JobQueue* const queue_;
   store::BlobStore* const store_;

@@ -16,11 +16,6 @@
 namespace kiln::sched {
 namespace {
 
-int RowsPerImage(const engine::GenerationRequest& r) {
-  if (std::holds_alternative<engine::InstructEdit>(r.conditioning)) return 3;
-  return r.guidance_scale == 1.0 ? 1 : 2;
-}
-
 int RetryAfter(double wait_seconds) {
   return static_cast<int>(std::clamp(std::ceil(wait_seconds), 1.0, 3600.0));
 }
@@ -111,6 +106,7 @@ struct Scheduler::Lane final : public WorkSource {
         claiming = false;
         if (!jobs.ok() || static_cast<int>(jobs->size()) < want) durable_hint = false;
         for (WorkItemPtr& item : loaded) {
+          item->rows = item->request.n * engine::RowsPerImage(item->request);
           held[item->id] = item;
           pending.Push(std::move(item));
         }
@@ -157,7 +153,7 @@ struct Scheduler::Lane final : public WorkSource {
     r.size = spec.sizes.front();
     r.guidance_scale = spec.defaults.guidance_scale;
     KILN_ASSIGN_OR_RETURN(r.sampler, engine::ParseSamplerName(spec.defaults.sampler));
-    for (int n : {1, std::max(1, max_rows / RowsPerImage(r))}) {
+    for (int n : {1, std::max(1, max_rows / engine::RowsPerImage(r))}) {
       r.n = std::min(n, 10);
       KILN_ASSIGN_OR_RETURN(auto gen, pipeline.Start(r));
       engine::Generation* batch[] = {gen.get()};
@@ -170,7 +166,7 @@ struct Scheduler::Lane final : public WorkSource {
         if (s >= 2) cost.Observe(gen->rows(), double(r.size.width) * r.size.height, dt);
       }
       KILN_RETURN_IF_ERROR(pipeline.Finish(*gen).status());
-      if (n == 1 && max_rows / RowsPerImage(r) <= 1) break;
+      if (n == 1 && max_rows / engine::RowsPerImage(r) <= 1) break;
     }
     return absl::OkStatus();
   }
@@ -272,7 +268,7 @@ absl::StatusOr<double> Scheduler::EstimateCost(const std::string& model,
   if (const auto* i2i = std::get_if<engine::ImageToImage>(&request.conditioning)) {
     steps = std::clamp(static_cast<int>(request.steps * i2i->strength), 1, request.steps);
   }
-  const int rows = request.n * RowsPerImage(request);
+  const int rows = request.n * engine::RowsPerImage(request);
   return lane.cost.Cost(steps, rows, double(request.size.width) * request.size.height,
                         lane.max_rows);
 }
@@ -284,7 +280,7 @@ absl::Status Scheduler::SubmitSync(WorkItemPtr item, int64_t deadline_ms) {
                      "model");
   }
   Lane& lane = *it->second;
-  item->rows = item->request.n * RowsPerImage(item->request);
+  item->rows = item->request.n * engine::RowsPerImage(item->request);
   absl::MutexLock lock(&lane.mu);
   if (lane.stopping) return absl::UnavailableError("the server is shutting down");
   const double wait =
