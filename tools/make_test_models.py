@@ -96,18 +96,13 @@ WORDS = ["<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "green", "blue", "circl
          "triangle", "on", "background", "white", "black", "make", "the", "it", "move", "left"]
 
 
-def write_pixel_model(out: str) -> None:
-    d = os.path.join(out, "test-pixel")
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "words.txt"), "w") as f:
-        f.write("\n".join(WORDS) + "\n")
-    save(TextEncoder(len(WORDS), 8), os.path.join(d, "text_encoder.pt"))
-    save(Denoiser(3, 3, 8), os.path.join(d, "denoiser.pt"))
+def write_pixel_yaml(d: str, description: str, sizes: str, guidance: float) -> None:
+    """model.yaml of a pixel-space test model with the words tokenizer."""
     with open(os.path.join(d, "model.yaml"), "w") as f:
-        f.write("""kind: pixel
-description: "randomly initialised pixel-space test pipeline"
+        f.write(f"""kind: pixel
+description: "{description}"
 tasks: [generate, edit]
-sizes: ["32x32", "16x16"]
+sizes: [{sizes}]
 channels: 3
 image_cond_channels: 3
 downsample: 1
@@ -121,7 +116,7 @@ schedule:
   prediction_type: eps
 defaults:
   steps: 8
-  guidance_scale: 4.0
+  guidance_scale: {guidance}
   image_guidance_scale: 1.5
   sampler: euler
 tokenizer:
@@ -132,6 +127,16 @@ files:
   text_encoder: text_encoder.pt
   denoiser: denoiser.pt
 """)
+
+
+def write_pixel_model(out: str) -> None:
+    d = os.path.join(out, "test-pixel")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "words.txt"), "w") as f:
+        f.write("\n".join(WORDS) + "\n")
+    save(TextEncoder(len(WORDS), 8), os.path.join(d, "text_encoder.pt"))
+    save(Denoiser(3, 3, 8), os.path.join(d, "denoiser.pt"))
+    write_pixel_yaml(d, "randomly initialised pixel-space test pipeline", '"32x32", "16x16"', 4.0)
 
 
 def write_identity_model(out: str) -> None:
@@ -142,35 +147,7 @@ def write_identity_model(out: str) -> None:
     save(EmbeddingEncoder(len(WORDS), 4), os.path.join(d, "text_encoder.pt"))
     save(IdentityDenoiser(), os.path.join(d, "denoiser.pt"))
     # guidance_scale 1.0 turns classifier-free guidance off: one denoiser row per image.
-    with open(os.path.join(d, "model.yaml"), "w") as f:
-        f.write("""kind: pixel
-description: "identity denoiser: measures serving overhead, not the model"
-tasks: [generate, edit]
-sizes: ["32x32"]
-channels: 3
-image_cond_channels: 3
-downsample: 1
-latent_scale: 1.0
-max_batch: 8
-schedule:
-  num_train_timesteps: 1000
-  beta_schedule: linear
-  beta_start: 0.0001
-  beta_end: 0.02
-  prediction_type: eps
-defaults:
-  steps: 8
-  guidance_scale: 1.0
-  image_guidance_scale: 1.5
-  sampler: euler
-tokenizer:
-  type: words
-  max_length: 12
-  vocab: words.txt
-files:
-  text_encoder: text_encoder.pt
-  denoiser: denoiser.pt
-""")
+    write_pixel_yaml(d, "identity denoiser: measures serving overhead, not the model", '"32x32"', 1.0)
 
 
 def bytes_to_unicode():

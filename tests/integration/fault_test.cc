@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "core/ids.h"
+#include "core/strings.h"
 #include "engine/image_codec.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -110,7 +111,7 @@ TEST(FaultTest, SigkillAtRandomMomentsLosesNoJob) {
         Body(HttpPost(reference.url() + "/v1/images/generations", req.dump(), "application/json"));
     ASSERT_EQ(body["data"].size(), req["n"].get<size_t>());
     for (size_t i = 0; i < body["data"].size(); ++i) {
-      const std::string want = Base64Decode(body["data"][i]["b64_json"]);
+      const std::string want = Base64Decode(body["data"][i]["b64_json"].get<std::string>()).value();
       const std::string got =
           ReadFile((data / "store" / "jobs" / id / (std::to_string(i) + ".png")).string());
       auto a = engine::DecodeImage(want, {});

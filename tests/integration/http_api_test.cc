@@ -5,6 +5,7 @@
 #include <fstream>
 #include <thread>
 
+#include "core/strings.h"
 #include "engine/image_codec.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -78,7 +79,7 @@ TEST_F(HttpApiTest, GenerationReturnsSeededPngs) {
   EXPECT_TRUE(body["created"].is_number_integer());
   ASSERT_EQ(body["data"].size(), 2u);
   EXPECT_EQ(body["data"][1]["seed"], 12);
-  const std::string png = Base64Decode(body["data"][0]["b64_json"]);
+  const std::string png = Base64Decode(body["data"][0]["b64_json"].get<std::string>()).value();
   auto img = engine::DecodeImage(png, {});
   ASSERT_TRUE(img.ok()) << img.status();
   EXPECT_EQ(img->width, 16);
@@ -138,7 +139,8 @@ TEST_F(HttpApiTest, EditsOverMultipart) {
                                                          {"seed", "3"},
                                                          {"size", "32x32"}});
   ASSERT_EQ(ok.status, 200) << ok.body;
-  auto out = engine::DecodeImage(Base64Decode(json::parse(ok.body)["data"][0]["b64_json"]), {});
+  auto out = engine::DecodeImage(
+      Base64Decode(json::parse(ok.body)["data"][0]["b64_json"].get<std::string>()).value(), {});
   ASSERT_TRUE(out.ok());
   EXPECT_EQ(out->width, 32);
 

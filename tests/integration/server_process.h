@@ -83,6 +83,5 @@ std::string ReadFile(const std::string& path);
 
 // Re-checks `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
 bool WaitUntil(std::chrono::milliseconds timeout, const std::function<bool()>& condition);
-std::string Base64Decode(const std::string& text);
 
 }  // namespace kiln::testing
