@@ -17,9 +17,17 @@ PACKAGES=(
   libpng-dev libstb-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev curl bc
+  # observability and UI tests: promtool + a real Prometheus, a headless browser
+  prometheus chromium
   # tools/: model generation, training and export (Debian's python3, not a pyenv one)
   python3 python3-torch python3-numpy python3-yaml python3-pil python3-fastapi python3-uvicorn
 )
+
+# Node.js runs the browser test (playwright-core from npm, see tests/browser/package.json); a
+# machine that already has node and npm (from any source) keeps them.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "api/routes.h"
 #include "http/message.h"
+#include "http/server.h"
 
 namespace kiln::api {
 
@@ -16,6 +17,13 @@ http::Response HandleListModels(const ApiContext& ctx, const http::Request& req)
 http::Response HandleGetModel(const ApiContext& ctx, const std::string& id);
 http::Response HandleHealthz(const ApiContext& ctx, const http::Request& req);
 http::Response HandleReadyz(const ApiContext& ctx, const http::Request& req);
+http::Response HandleMetrics(const ApiContext& ctx, const http::Request& req);
+// Counts every answered request in kiln_http_requests_total and its latency histogram.
+http::RequestObserver HttpMetricsObserver(obs::KilnMetrics& metrics);
+// Sets the scrape-time gauges (queues, replicas, models); a collector of ctx.metrics->registry.
+void CollectServingMetrics(const ApiContext& ctx);
+// `file`: a flat name under web/ ("index.html", "app.js").
+http::Response HandleUi(const ApiContext& ctx, const http::Request& req, const std::string& file);
 
 http::Response HandleCreateJob(const ApiContext& ctx, const http::Request& req);
 http::Response HandleGetJob(const ApiContext& ctx, const http::Request& req, const std::string& id);

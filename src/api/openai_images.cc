@@ -68,6 +68,7 @@ http::Response RunSync(const ApiContext& ctx, ImageRequest request, const http::
   item->klass = queue::PriorityClass::kInteractive;
   item->priority = request.priority;
   item->tenant = TenantOf(req);
+  item->accepted_ms = UnixMillis();
   auto cost = ctx.scheduler->EstimateCost(request.model, request.generation);
   if (!cost.ok()) return ErrorResponse(cost.status());
   item->cost = *cost;

@@ -3,6 +3,7 @@
 
 #include "engine/model_repository.h"
 #include "http/router.h"
+#include "obs/kiln_metrics.h"
 #include "queue/job_queue.h"
 #include "sched/job_events.h"
 #include "sched/job_service.h"
@@ -18,10 +19,12 @@ struct ApiContext {
   queue::JobQueue* queue = nullptr;
   store::BlobStore* store = nullptr;
   sched::JobEvents* events = nullptr;
+  obs::KilnMetrics* metrics = nullptr;    // null: no /metrics
   size_t max_json_bytes = 1 << 20;        // /v1/images/generations bodies
   size_t max_multipart_bytes = 24 << 20;  // /v1/images/edits and /v1/jobs bodies
   size_t max_batch_bytes = 16 << 20;      // /v1/batches bodies
   int max_batch_lines = 10000;
+  std::string web_dir;  // serve the UI from here instead of the embedded files (development)
 };
 
 // A router whose errors use the OpenAI error shape.

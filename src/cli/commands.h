@@ -28,6 +28,7 @@ struct ServeOptions {
   int max_queued_jobs = 10000;
   int max_queued_sync = 64;
   std::string webhook_secret;  // default: $KILN_WEBHOOK_SECRET, else generated into --data
+  std::string web_dir;         // empty: the UI files embedded in the binary
 };
 
 struct GenerateOptions {

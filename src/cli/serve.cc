@@ -13,6 +13,7 @@
 #include <fstream>
 #include <thread>
 
+#include "api/handlers.h"
 #include "api/routes.h"
 #include "cli/commands.h"
 #include "core/crypto.h"
@@ -174,9 +175,14 @@ int RunServe(ServeOptions o) {
     return 1;
   }
 
+  obs::Registry registry;
+  obs::KilnMetrics metrics(registry);
+  obs::AddProcessMetrics(registry);
+
   sched::JobEvents events;
   sched::WebhookOptions wo;
   wo.secret = *secret;
+  wo.deliveries = &metrics.webhook_deliveries;
   queue::JobQueue* q = queue->get();
   sched::WebhookSender webhooks(wo, [q](const std::string& id, const nlohmann::json& status) {
     (void)q->SetWebhookStatus(id, status.dump());
@@ -191,6 +197,7 @@ int RunServe(ServeOptions o) {
   so.max_queued_jobs = o.max_queued_jobs;
   so.max_queued_sync = o.max_queued_sync;
   so.request_level = o.batching == "request";
+  so.metrics = &metrics;
   sched::Scheduler scheduler(models->get(), q, &jobs, so);
   jobs.set_scheduler(&scheduler);
   if (absl::Status s = scheduler.Start(); !s.ok()) {
@@ -206,12 +213,16 @@ int RunServe(ServeOptions o) {
   context.queue = q;
   context.store = store->get();
   context.events = &events;
+  context.web_dir = o.web_dir;
+  context.metrics = &metrics;
+  registry.AddCollector([&context] { api::CollectServingMetrics(context); });
   http::Router router = api::MakeRouter();
   api::AddRoutes(router, context);
 
   http::ServerOptions options;
   options.host = o.host;
   options.port = static_cast<uint16_t>(o.port);
+  options.observer = api::HttpMetricsObserver(metrics);
   auto server = http::Server::Start(options, router);
   if (!server.ok()) {
     log::Error("cannot start the server", {{"error", Message(server.status())}});

@@ -16,22 +16,40 @@ std::vector<std::string> Segments(const std::string& path) {
 Router::Router(ErrorRenderer render_error) : render_error_(std::move(render_error)) {}
 
 void Router::Add(std::string method, std::string pattern, Handler handler, bool runs_inline) {
-  routes_.push_back({std::move(method), Segments(pattern), std::move(handler), runs_inline});
+  std::vector<std::string> segments = Segments(pattern);
+  routes_.push_back({std::move(method), std::move(pattern), std::move(segments), std::move(handler),
+                     runs_inline});
 }
 
-bool Router::RunsInline(const Request& request) const {
+Router::Match Router::Resolve(const Request& request) const {
   const std::vector<std::string> segments = Segments(request.path);
-  for (const auto& route : routes_) {
+  Match m;
+  for (size_t i = 0; i < routes_.size(); ++i) {
+    const Route& route = routes_[i];
     PathParams params;
-    if (route.method == request.method && Match(route, segments, params)) {
-      return route.runs_inline;
+    if (!Matches(route, segments, params)) continue;
+    if (route.method == request.method || (request.method == "HEAD" && route.method == "GET")) {
+      m.route = static_cast<int>(i);
+      m.params = std::move(params);
+      m.allowed.clear();
+      return m;
     }
+    m.allowed.push_back(route.method);
   }
-  return false;
+  return m;
 }
 
-bool Router::Match(const Route& route, const std::vector<std::string>& segments,
-                   PathParams& params) {
+const std::string& Router::Pattern(const Match& match) const {
+  static const std::string kNone;
+  return match.route < 0 ? kNone : routes_[static_cast<size_t>(match.route)].pattern;
+}
+
+bool Router::RunsInline(const Match& match) const {
+  return match.route >= 0 && routes_[static_cast<size_t>(match.route)].runs_inline;
+}
+
+bool Router::Matches(const Route& route, const std::vector<std::string>& segments,
+                     PathParams& params) {
   const bool rest = !route.segments.empty() && route.segments.back().size() > 3 &&
                     route.segments.back().ends_with("*}");
   if (rest ? segments.size() < route.segments.size() : route.segments.size() != segments.size()) {
@@ -54,23 +72,16 @@ bool Router::Match(const Route& route, const std::vector<std::string>& segments,
   return true;
 }
 
-Response Router::Dispatch(const Request& request) const {
-  const std::vector<std::string> segments = Segments(request.path);
-  std::vector<std::string> allowed;
-  for (const auto& route : routes_) {
-    PathParams params;
-    if (!Match(route, segments, params)) continue;
-    if (route.method == request.method || (request.method == "HEAD" && route.method == "GET")) {
-      Response r = route.handler(request, params);
-      if (request.method == "HEAD") r.body.clear();
-      return r;
-    }
-    allowed.push_back(route.method);
+Response Router::Dispatch(const Request& request, const Match& match) const {
+  if (match.route >= 0) {
+    Response r = routes_[static_cast<size_t>(match.route)].handler(request, match.params);
+    if (request.method == "HEAD") r.body.clear();
+    return r;
   }
-  if (!allowed.empty()) {
+  if (!match.allowed.empty()) {
     Response r =
         render_error_(405, "method " + request.method + " is not allowed on " + request.path);
-    r.headers.emplace_back("Allow", Join(allowed, ", "));
+    r.headers.emplace_back("Allow", Join(match.allowed, ", "));
     return r;
   }
   return render_error_(404, "no route for " + request.path);

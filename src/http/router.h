@@ -25,24 +25,35 @@ class Router {
   // the server may run it on the I/O thread and save a thread hop.
   void Add(std::string method, std::string pattern, Handler handler, bool runs_inline = false);
 
-  // Whether the route `request` matches was added with `runs_inline`.
-  bool RunsInline(const Request& request) const;
+  // The route a request matches, found once and used for dispatch, metrics and traces.
+  struct Match {
+    int route = -1;  // index of the matching route; -1: none for this method
+    PathParams params;
+    std::vector<std::string> allowed;  // methods the path allows, when route is -1
+  };
+  Match Resolve(const Request& request) const;
+  // The matched route's pattern ("/v1/jobs/{id}"), or "" when none matched.
+  const std::string& Pattern(const Match& match) const;
+  // Whether the matched route was added with `runs_inline`.
+  bool RunsInline(const Match& match) const;
 
   // Runs the matching handler: 404 for an unknown path, 405 (with Allow) for a known path and
   // another method.
-  Response Dispatch(const Request& request) const;
+  Response Dispatch(const Request& request, const Match& match) const;
+  Response Dispatch(const Request& request) const { return Dispatch(request, Resolve(request)); }
 
   const ErrorRenderer& render_error() const { return render_error_; }
 
  private:
   struct Route {
     std::string method;
+    std::string pattern;
     std::vector<std::string> segments;
     Handler handler;
     bool runs_inline = false;
   };
-  static bool Match(const Route& route, const std::vector<std::string>& segments,
-                    PathParams& params);
+  static bool Matches(const Route& route, const std::vector<std::string>& segments,
+                      PathParams& params);
 
   ErrorRenderer render_error_;
   std::vector<Route> routes_;

@@ -96,16 +96,22 @@ class Session : public std::enable_shared_from_this<Session> {
     version_ = req.version();
     stream_.expires_never();
     ++server_->in_flight;
+    current_ = request;
+    start_ = std::chrono::system_clock::now();
+    start_steady_ = std::chrono::steady_clock::now();
+    auto match = std::make_shared<Router::Match>(server_->router->Resolve(*request));
+    route_ = server_->router->Pattern(*match);
     // A handler may block (a database write, a large upload to decode): run it off the I/O
     // threads, unless its route is marked quick (it parses a small body and defers the rest).
-    if (server_->router->RunsInline(*request)) return Handle(request);
-    asio::post(server_->handlers, [self = shared_from_this(), request] { self->Handle(request); });
+    if (server_->router->RunsInline(*match)) return Handle(request, *match);
+    asio::post(server_->handlers,
+               [self = shared_from_this(), request, match] { self->Handle(request, *match); });
   }
 
-  void Handle(const std::shared_ptr<Request>& request) {
+  void Handle(const std::shared_ptr<Request>& request, const Router::Match& match) {
     Response response;
     try {
-      response = server_->router->Dispatch(*request);
+      response = server_->router->Dispatch(*request, match);
     } catch (const std::exception& e) {
       log::Error("handler threw", {{"path", request->path}, {"error", e.what()}});
       response = server_->router->render_error()(500, "internal error");
@@ -134,8 +140,27 @@ class Session : public std::enable_shared_from_this<Session> {
                });
   }
 
+  // Tells the observer about the request being answered (on the connection's executor).
+  void Observe(int status) {
+    if (!server_->options.observer) return;
+    RequestRecord record;
+    record.request = current_.get();
+    record.method = current_ ? std::string_view(current_->method) : std::string_view();
+    record.route = route_;
+    record.status = status;
+    if (current_) {
+      record.start = start_;
+      record.elapsed = std::chrono::steady_clock::now() - start_steady_;
+    } else {
+      record.start = std::chrono::system_clock::now();
+    }
+    server_->options.observer(record);
+    current_.reset();
+  }
+
   // Streams a chunked body from response.stream; the connection closes after it.
   void WriteStream(Response response) {
+    Observe(response.status);
     auto res = std::make_shared<bhttp::response<bhttp::empty_body>>();
     res->version(version_);
     res->result(static_cast<unsigned>(response.status));
@@ -182,11 +207,15 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void WriteError(int status, const std::string& message) {
     keep_alive_ = false;
+    current_.reset();
+    route_.clear();
+    Observe(status);
     Write(server_->router->render_error()(status, message));
   }
 
   // `counted`: the request is in Server::in_flight until its response is written.
   void Write(Response response, bool counted = false) {
+    if (counted) Observe(response.status);
     auto res = std::make_shared<bhttp::response<bhttp::string_body>>();
     res->version(version_);
     res->result(static_cast<unsigned>(response.status));
@@ -220,6 +249,11 @@ class Session : public std::enable_shared_from_this<Session> {
   bool keep_alive_ = true;
   bool first_request_ = true;
   unsigned version_ = 11;
+  // The request being answered, for the observer.
+  std::shared_ptr<Request> current_;
+  std::string route_;
+  std::chrono::system_clock::time_point start_;
+  std::chrono::steady_clock::time_point start_steady_;
 };
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -12,6 +13,19 @@
 #include "http/router.h"
 
 namespace kiln::http {
+
+// What the server reports for every answered request: metrics, traces and access logs hang on
+// it. `request` is null when the request could not be parsed.
+struct RequestRecord {
+  const Request* request = nullptr;
+  std::string_view method;
+  std::string_view route;  // the matched pattern ("/v1/jobs/{id}"); "" when none matched
+  int status = 0;
+  std::chrono::system_clock::time_point start;  // when the whole request had been read
+  std::chrono::nanoseconds elapsed{0};          // from start until the response was ready
+};
+// Called on an I/O thread; must not block.
+using RequestObserver = std::function<void(const RequestRecord&)>;
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
@@ -22,6 +36,7 @@ struct ServerOptions {
   size_t max_header_bytes = 16 << 10;
   std::chrono::seconds read_timeout{60};  // to receive one whole request
   std::chrono::seconds idle_timeout{75};  // keep-alive connections with no request
+  RequestObserver observer;               // optional
 };
 
 class Server {

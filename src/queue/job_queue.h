@@ -53,6 +53,7 @@ struct ModelBacklog {
   int running = 0;
   double queued_cost = 0;  // device-seconds
   std::map<PriorityClass, int> queued_by_class;
+  std::map<PriorityClass, double> queued_cost_by_class;
 };
 
 // Where a queued job stands: the jobs that will be claimed before it.
@@ -110,6 +111,8 @@ class JobQueue {
   virtual absl::StatusOr<std::vector<Job>> ExpireDeadlines() = 0;
 
   virtual absl::StatusOr<ModelBacklog> Backlog(const std::string& model) = 0;
+  // How many of the model's jobs are in each state (states with none are absent).
+  virtual absl::StatusOr<std::map<JobState, int>> StateCounts(const std::string& model) = 0;
   virtual absl::StatusOr<QueuePosition> Position(const Job& job) = 0;
 
   // Webhook delivery outcome (a JSON object) recorded on the job.

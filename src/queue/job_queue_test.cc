@@ -217,11 +217,18 @@ TEST_P(JobQueueTest, DeadlinesPositionsAndBacklog) {
   auto backlog = q_->Backlog("m");
   EXPECT_EQ(backlog->queued, 2);
   EXPECT_DOUBLE_EQ(backlog->queued_cost, 5);
+  EXPECT_DOUBLE_EQ(backlog->queued_cost_by_class[PriorityClass::kAsync], 5);
+  EXPECT_EQ(backlog->queued_by_class[PriorityClass::kAsync], 2);
   now_ += 101;
   auto expired = q_->ExpireDeadlines();
   ASSERT_EQ(expired->size(), 1u);
   EXPECT_EQ((*expired)[0].error_code, "deadline_exceeded");
   EXPECT_EQ(q_->Backlog("m")->queued, 1);
+  auto counts = q_->StateCounts("m");
+  ASSERT_TRUE(counts.ok());
+  EXPECT_EQ((*counts)[JobState::kQueued], 1);
+  EXPECT_EQ((*counts)[JobState::kFailed], 1);
+  EXPECT_TRUE(q_->StateCounts("other")->empty());
 }
 
 TEST_P(JobQueueTest, WebhookStatusAndPendingAfterRestart) {

@@ -135,6 +135,7 @@ absl::StatusOr<WorkItemPtr> JobService::Load(const queue::Job& job) {
   item->klass = job.spec.klass;
   item->priority = job.spec.priority;
   item->tenant = job.spec.tenant;
+  item->accepted_ms = job.created_ms;
   item->cost = job.spec.cost;
   const std::string id = job.id();
   item->wants_preview = [this, id] { return events_->WantsPreviews(id); };

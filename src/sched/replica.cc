@@ -79,6 +79,7 @@ void Replica::Admit(bool idle) {
     item->step = (*generation)->step();
     const int rows = (*generation)->rows();
     running_rows_ += rows;
+    ++running_items_;
     free_rows -= rows;
     running_.push_back({std::move(item), std::move(*generation)});
   }
@@ -88,6 +89,7 @@ void Replica::Retire(size_t index, absl::StatusOr<std::vector<engine::Image>> re
   Running r = std::move(running_[index]);
   running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(index));
   running_rows_ -= r.generation->rows();
+  --running_items_;
   source_->Finished(std::move(r.item), std::move(result));
 }
 
@@ -122,6 +124,8 @@ void Replica::StepAll() {
       continue;
     }
     cost_->Observe(rows, static_cast<double>(size.first) * size.second, seconds);
+    if (options_.batch_rows) options_.batch_rows->Observe(rows);
+    if (options_.step_seconds) options_.step_seconds->Observe(seconds);
   }
   for (size_t i = 0; i < running_.size(); ++i) {
     Running& r = running_[i];

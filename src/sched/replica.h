@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/pipeline.h"
+#include "obs/metrics.h"
 #include "sched/cost_model.h"
 #include "sched/work_item.h"
 
@@ -37,6 +38,9 @@ struct ReplicaOptions {
   // Baseline for benchmarks: admit only when the batch is empty and run it to completion
   // (request-level batching, as most model servers do).
   bool request_level = false;
+  // Optional: rows per step and seconds per denoiser call.
+  obs::Histogram* batch_rows = nullptr;
+  obs::Histogram* step_seconds = nullptr;
 };
 
 class Replica {
@@ -51,6 +55,7 @@ class Replica {
   void Stop(std::chrono::milliseconds grace);
   // Wakes a replica blocked in WorkSource::Next (the source's own stop flag decides).
   int running_rows() const { return running_rows_.load(); }
+  int running_items() const { return running_items_.load(); }
 
  private:
   struct Running {
@@ -69,6 +74,7 @@ class Replica {
   const ReplicaOptions options_;
   std::vector<Running> running_;  // replica thread only
   std::atomic<int> running_rows_{0};
+  std::atomic<int> running_items_{0};
   std::atomic<bool> stopping_{false};
   std::atomic<int64_t> stop_deadline_ns_{0};
   std::thread thread_;

@@ -43,6 +43,26 @@ struct Scheduler::Lane final : public WorkSource {
   const SchedulerOptions* options = nullptr;
   boost::asio::thread_pool* finishers = nullptr;
 
+  // Metrics for an item that ended (or was handed back at shutdown).
+  void Count(const WorkItem& item, const absl::StatusOr<std::vector<engine::Image>>& result) {
+    obs::KilnMetrics& m = *options->metrics;
+    const std::string kind = item.klass == queue::PriorityClass::kInteractive ? "sync" : "job";
+    std::string outcome = "failed";
+    if (result.ok()) {
+      outcome = "succeeded";
+      m.images.With({model}).Inc(static_cast<double>(result->size()));
+      if (item.accepted_ms > 0) {
+        m.request_duration.With({model, kind})
+            .Observe(static_cast<double>(UnixMillis() - item.accepted_ms) / 1000.0);
+      }
+    } else if (absl::IsCancelled(result.status())) {
+      outcome = "cancelled";
+    } else if (absl::IsUnavailable(result.status())) {
+      outcome = "handed_back";
+    }
+    m.requests_finished.With({model, kind, outcome}).Inc();
+  }
+
   mutable absl::Mutex mu;
   FairQueue pending ABSL_GUARDED_BY(mu);
   std::map<std::string, WorkItemPtr> held ABSL_GUARDED_BY(mu);  // admitted, not yet done
@@ -120,6 +140,7 @@ struct Scheduler::Lane final : public WorkSource {
   }
 
   void Finished(WorkItemPtr item, absl::StatusOr<std::vector<engine::Image>> result) override {
+    if (options->metrics) Count(*item, result);
     if (item->inline_done) {
       if (item->on_done) item->on_done(*item, std::move(result));
       absl::MutexLock lock(&mu);
@@ -206,6 +227,10 @@ absl::Status Scheduler::Start() {
       ReplicaOptions ro;
       ro.max_rows = lane->max_rows;
       ro.request_level = options_.request_level;
+      if (options_.metrics) {
+        ro.batch_rows = &options_.metrics->batch_rows.With({entry.name});
+        ro.step_seconds = &options_.metrics->step_duration.With({entry.name});
+      }
       lane->replicas.push_back(std::make_unique<Replica>(static_cast<int>(i), lane->pipelines[i],
                                                          lane.get(), &lane->cost, ro));
     }
@@ -404,6 +429,7 @@ std::vector<ModelLoad> Scheduler::Loads() const {
     l.replicas = static_cast<int>(lane->pipelines.size());
     l.waiting_sync = lane->waiting_sync;
     l.held = static_cast<int>(lane->held.size());
+    for (const auto& r : lane->replicas) l.running += r->running_items();
     l.running_remaining_seconds = lane->RunningRemaining();
     l.waiting_sync_seconds = lane->pending.CostAhead(queue::PriorityClass::kInteractive);
     l.seconds_per_row_pixel = lane->cost.SecondsPerRowPixel(lane->max_rows);

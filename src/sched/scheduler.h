@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/model_repository.h"
+#include "obs/kiln_metrics.h"
 #include "queue/job_queue.h"
 #include "sched/cost_model.h"
 #include "sched/work_item.h"
@@ -35,10 +36,11 @@ struct SchedulerOptions {
   std::string worker_id = "embedded";
   std::chrono::milliseconds lease{30000};
   std::chrono::milliseconds maintenance_interval{1000};
-  int max_queued_sync = 64;     // per model: waiting sync requests
-  int max_queued_jobs = 10000;  // per model: queued async and batch jobs
-  int max_batch_rows = 0;       // 0: each model's max_batch
-  bool request_level = false;   // benchmark baseline (see ReplicaOptions)
+  int max_queued_sync = 64;             // per model: waiting sync requests
+  int max_queued_jobs = 10000;          // per model: queued async and batch jobs
+  int max_batch_rows = 0;               // 0: each model's max_batch
+  bool request_level = false;           // benchmark baseline (see ReplicaOptions)
+  obs::KilnMetrics* metrics = nullptr;  // optional
 };
 
 // A prediction for one request or job.
@@ -58,7 +60,8 @@ struct ModelLoad {
   std::string model;
   int replicas = 0;
   int waiting_sync = 0;
-  int held = 0;  // claimed or running in this process
+  int held = 0;     // claimed or running in this process
+  int running = 0;  // in a replica's batch
   double running_remaining_seconds = 0;
   double waiting_sync_seconds = 0;
   double seconds_per_row_pixel = 0;

@@ -97,6 +97,8 @@ void WebhookSender::Run() {
         status["state"] = "failed";
       }
     }
+    const std::string state = status["state"];
+    if (options_.deliveries && state != "pending") options_.deliveries->With({state}).Inc();
     log::Info("webhook attempt", {{"job", d.job_id},
                                   {"state", status["state"]},
                                   {"attempts", d.attempts},

@@ -13,6 +13,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "nlohmann/json.hpp"
+#include "obs/metrics.h"
 
 namespace kiln::sched {
 
@@ -22,6 +23,8 @@ struct WebhookOptions {
   std::chrono::milliseconds first_backoff{1000};  // doubled after each failure
   std::chrono::milliseconds timeout{10000};       // per attempt
   size_t max_pending = 100000;
+  // Optional: deliveries that ended, by outcome (delivered | failed).
+  obs::Family<obs::Counter>* deliveries = nullptr;
 };
 
 // The signature header value: "t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>".

@@ -24,8 +24,9 @@ struct WorkItem {
   queue::PriorityClass klass = queue::PriorityClass::kInteractive;
   int priority = 0;
   std::string tenant = "anonymous";
-  double cost = 0;  // device-seconds, from the cost model at admission
-  int rows = 1;     // denoiser rows per step
+  double cost = 0;          // device-seconds, from the cost model at admission
+  int rows = 1;             // denoiser rows per step
+  int64_t accepted_ms = 0;  // Unix ms: a sync request's admission, a job's submission
   // Asked after each step: whether on_progress should get a low-resolution preview.
   std::function<bool()> wants_preview;
 

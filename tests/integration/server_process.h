@@ -76,6 +76,26 @@ struct CommandResult {
   std::string output;  // stdout and stderr
 };
 
+// Another program a test needs (Prometheus, an OTLP receiver): started with its output going to
+// `log_path`, killed (SIGTERM, then SIGKILL) by the destructor.
+class ChildProcess {
+ public:
+  ChildProcess(std::vector<std::string> argv, const std::string& log_path);
+  ~ChildProcess();
+  bool started() const { return pid_ > 0; }
+  // Whether it still runs (it has not exited).
+  bool Running();
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// A TCP port on 127.0.0.1 that was free a moment ago (for programs that cannot bind port 0).
+int FreePort();
+
+// Runs a shell command to completion, capturing stdout and stderr.
+CommandResult RunShell(const std::string& command);
+
 // Runs `kiln args...` to completion.
 CommandResult RunKiln(const std::vector<std::string>& args);
 

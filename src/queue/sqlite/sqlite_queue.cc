@@ -421,11 +421,25 @@ class SqliteQueue final : public JobQueue {
         b.queued += n;
         b.queued_cost += s.Double(3);
         b.queued_by_class[static_cast<PriorityClass>(s.Int(1))] += n;
+        b.queued_cost_by_class[static_cast<PriorityClass>(s.Int(1))] += s.Double(3);
       } else {
         b.running += n;
       }
     }
     return b;
+  }
+
+  absl::StatusOr<std::map<JobState, int>> StateCounts(const std::string& model) override {
+    absl::MutexLock lock(&mu_);
+    Stmt s(db_, "SELECT state, COUNT(*) FROM jobs WHERE model=?1 GROUP BY state");
+    s.Bind(1, model);
+    std::map<JobState, int> counts;
+    while (true) {
+      KILN_ASSIGN_OR_RETURN(bool row, s.Next());
+      if (!row) break;
+      counts[static_cast<JobState>(s.Int(0))] = static_cast<int>(s.Int(1));
+    }
+    return counts;
   }
 
   absl::StatusOr<QueuePosition> Position(const Job& job) override {

@@ -1,0 +1,74 @@
+// GET /metrics: the Prometheus text exposition of every Kiln metric. Gauges that describe the
+// queues, replicas and models are computed here at scrape time.
+#include <array>
+
+#include "api/errors.h"
+#include "api/handlers.h"
+#include "core/logging.h"
+
+namespace kiln::api {
+
+void CollectServingMetrics(const ApiContext& ctx) {
+  obs::KilnMetrics& m = *ctx.metrics;
+  for (const auto& e : ctx.models->entries()) {
+    m.model_ready.With({e.name}).Set(e.status.ok() ? 1 : 0);
+    m.model_load_seconds.With({e.name}).Set(e.load_seconds);
+  }
+  if (!ctx.scheduler) return;
+  const std::string interactive(queue::PriorityClassName(queue::PriorityClass::kInteractive));
+  for (const sched::ModelLoad& load : ctx.scheduler->Loads()) {
+    const std::string& model = load.model;
+    m.replicas.With({model}).Set(load.replicas);
+    m.requests_running.With({model}).Set(load.running);
+    m.queue_depth.With({model, interactive}).Set(load.waiting_sync);
+    m.queue_backlog.With({model, interactive}).Set(load.waiting_sync_seconds);
+    if (!ctx.queue) continue;
+    absl::StatusOr<queue::ModelBacklog> backlog = ctx.queue->Backlog(model);
+    absl::StatusOr<std::map<queue::JobState, int>> states = ctx.queue->StateCounts(model);
+    if (!backlog.ok() || !states.ok()) {
+      log::Warn("metrics: cannot read the queue",
+                {{"model", model},
+                 {"error", (backlog.ok() ? states.status() : backlog.status()).ToString()}});
+      continue;
+    }
+    for (queue::PriorityClass c : {queue::PriorityClass::kAsync, queue::PriorityClass::kBatch}) {
+      const std::string name(queue::PriorityClassName(c));
+      m.queue_depth.With({model, name}).Set(backlog->queued_by_class[c]);
+      m.queue_backlog.With({model, name}).Set(backlog->queued_cost_by_class[c]);
+    }
+    for (queue::JobState s :
+         {queue::JobState::kQueued, queue::JobState::kRunning, queue::JobState::kSucceeded,
+          queue::JobState::kFailed, queue::JobState::kCancelled}) {
+      auto it = states->find(s);
+      m.jobs.With({model, std::string(queue::JobStateName(s))})
+          .Set(it == states->end() ? 0 : it->second);
+    }
+  }
+}
+
+http::RequestObserver HttpMetricsObserver(obs::KilnMetrics& metrics) {
+  return [&metrics](const http::RequestRecord& r) {
+    // Label values come from a closed set, so a client cannot grow the series without bound.
+    static const std::array<std::string_view, 6> kMethods = {"GET",    "POST", "PUT",
+                                                             "DELETE", "HEAD", "OPTIONS"};
+    std::string method = "other";
+    for (std::string_view m : kMethods) {
+      if (r.method == m) method = std::string(m);
+    }
+    const std::string route = r.route.empty() ? "unmatched" : std::string(r.route);
+    metrics.http_requests.With({method, route, std::to_string(r.status)}).Inc();
+    metrics.http_duration.With({method, route})
+        .Observe(std::chrono::duration<double>(r.elapsed).count());
+  };
+}
+
+http::Response HandleMetrics(const ApiContext& ctx, const http::Request&) {
+  if (!ctx.metrics) return ErrorResponse(absl::NotFoundError("metrics are not enabled"));
+  http::Response r;
+  r.status = 200;
+  r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  r.body = ctx.metrics->registry.Render();
+  return r;
+}
+
+}  // namespace kiln::api
