@@ -51,7 +51,29 @@ struct GenerateOptions {
   int threads = 0;
 };
 
+struct LoadtestOptions {
+  std::string server = "http://127.0.0.1:8080";
+  int concurrency = 0;
+  double rate = 0;
+  int64_t requests = 0;
+  double duration = 0;
+  std::string mix;
+  std::string mode = "sync";
+  std::string prompt = "a red circle on a white background";
+  std::string model;
+  int steps = 0;
+  std::string size;
+  int max_in_flight = 10000;
+  int timeout = 300;
+  int threads = 1;
+  uint64_t seed = 1;
+  std::string save;
+  bool json = false;
+  bool quiet = false;
+};
+
 int RunServe(ServeOptions options);
+int RunLoadtest(const LoadtestOptions& options);
 int RunGenerate(const GenerateOptions& options);
 
 // Applies a YAML config file's keys to `options` where the command line did not set them.

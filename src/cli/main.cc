@@ -70,7 +70,38 @@ int main(int argc, char** argv) {
   g->add_option("--device", gen.device, "Torch device (cpu, cuda:0)");
   g->add_option("--threads", gen.threads, "Torch intra-op threads (0 = all cores)");
 
+  kiln::cli::LoadtestOptions lt;
+  auto* l = app.add_subcommand("loadtest", "Load-test a server and report latency and throughput");
+  l->add_option("--server", lt.server, "Server URL (http://host:port)");
+  l->add_option("--concurrency", lt.concurrency, "Closed loop: requests in flight")
+      ->check(CLI::Range(1, 100000));
+  l->add_option("--rate", lt.rate, "Open loop: mean requests per second (Poisson arrivals)")
+      ->check(CLI::Range(0.001, 1e6));
+  l->add_option("--requests", lt.requests, "Stop after this many requests")
+      ->check(CLI::Range(int64_t{1}, int64_t{100000000}));
+  l->add_option("--duration", lt.duration, "Stop issuing after this many seconds")
+      ->check(CLI::Range(0.1, 86400.0));
+  l->add_option(
+      "--mix", lt.mix,
+      "JSONL request templates: {\"weight\": 2, \"mode\": \"sync\"|\"job\", \"request\": {...}}");
+  l->add_option("--mode", lt.mode, "sync (/v1/images/generations) or job (/v1/jobs, polled)")
+      ->check(CLI::IsMember({"sync", "job"}));
+  l->add_option("--prompt", lt.prompt, "Prompt, without --mix");
+  l->add_option("--model", lt.model, "Model, without --mix");
+  l->add_option("--steps", lt.steps, "Steps, without --mix")->check(CLI::Range(1, 1000));
+  l->add_option("--size", lt.size, "WxH, without --mix");
+  l->add_option("--max-in-flight", lt.max_in_flight, "Open loop: arrivals beyond this are skipped")
+      ->check(CLI::Range(1, 100000));
+  l->add_option("--timeout", lt.timeout, "Seconds per request (jobs: until they end)")
+      ->check(CLI::Range(1, 86400));
+  l->add_option("--threads", lt.threads, "Client I/O threads")->check(CLI::Range(1, 64));
+  l->add_option("--seed", lt.seed, "Seed for picking templates");
+  l->add_option("--save", lt.save, "Write every image into this folder");
+  l->add_flag("--json", lt.json, "Print the report as JSON");
+  l->add_flag("--quiet", lt.quiet, "No progress line");
+
   CLI11_PARSE(app, argc, argv);
+  if (l->parsed()) return kiln::cli::RunLoadtest(lt);
 
   if (s->parsed()) {
     if (!serve.config.empty()) {
