@@ -86,6 +86,7 @@ http::Response HandleCreateBatch(const ApiContext& ctx, const http::Request& req
     s.klass = queue::PriorityClass::kBatch;
     s.priority = request->priority;
     s.tenant = tenant;
+    s.traceparent = req.trace.Traceparent();
     s.webhook = request->webhook;
     s.custom_id = request->custom_id;
     subs.push_back(std::move(s));

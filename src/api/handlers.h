@@ -18,8 +18,9 @@ http::Response HandleGetModel(const ApiContext& ctx, const std::string& id);
 http::Response HandleHealthz(const ApiContext& ctx, const http::Request& req);
 http::Response HandleReadyz(const ApiContext& ctx, const http::Request& req);
 http::Response HandleMetrics(const ApiContext& ctx, const http::Request& req);
-// Counts every answered request in kiln_http_requests_total and its latency histogram.
-http::RequestObserver HttpMetricsObserver(obs::KilnMetrics& metrics);
+// Counts every answered request in kiln_http_requests_total and its latency histogram, and
+// records its server span when tracing is on.
+http::RequestObserver HttpObserver(obs::KilnMetrics& metrics, obs::Tracer& tracer);
 // Sets the scrape-time gauges (queues, replicas, models); a collector of ctx.metrics->registry.
 void CollectServingMetrics(const ApiContext& ctx);
 // `file`: a flat name under web/ ("index.html", "app.js").

@@ -89,6 +89,7 @@ http::Response HandleCreateJob(const ApiContext& ctx, const http::Request& req) 
   s.klass = queue::PriorityClass::kAsync;
   s.priority = request->priority;
   s.tenant = TenantOf(req);
+  s.traceparent = req.trace.Traceparent();
   s.deadline_ms = request->deadline_ms > 0 ? UnixMillis() + request->deadline_ms : 0;
   s.webhook = request->webhook;
   s.idempotency_key = idempotency_key;

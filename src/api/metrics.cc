@@ -5,6 +5,7 @@
 #include "api/errors.h"
 #include "api/handlers.h"
 #include "core/logging.h"
+#include "core/strings.h"
 
 namespace kiln::api {
 
@@ -46,8 +47,8 @@ void CollectServingMetrics(const ApiContext& ctx) {
   }
 }
 
-http::RequestObserver HttpMetricsObserver(obs::KilnMetrics& metrics) {
-  return [&metrics](const http::RequestRecord& r) {
+http::RequestObserver HttpObserver(obs::KilnMetrics& metrics, obs::Tracer& tracer) {
+  return [&metrics, &tracer](const http::RequestRecord& r) {
     // Label values come from a closed set, so a client cannot grow the series without bound.
     static const std::array<std::string_view, 6> kMethods = {"GET",    "POST", "PUT",
                                                              "DELETE", "HEAD", "OPTIONS"};
@@ -59,6 +60,21 @@ http::RequestObserver HttpMetricsObserver(obs::KilnMetrics& metrics) {
     metrics.http_requests.With({method, route, std::to_string(r.status)}).Inc();
     metrics.http_duration.With({method, route})
         .Observe(std::chrono::duration<double>(r.elapsed).count());
+    if (!tracer.enabled() || !r.request || !r.request->trace.valid()) return;
+    obs::Span span;
+    span.name = StrCat(method, " ", route);
+    span.context = r.request->trace;
+    span.parent_span_id = r.request->parent_span_id;
+    span.kind = obs::SpanKind::kServer;
+    span.start_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(r.start.time_since_epoch()).count();
+    span.end_ns = span.start_ns + r.elapsed.count();
+    span.attributes = {{"http.request.method", method},
+                       {"http.route", route},
+                       {"url.path", r.request->path},
+                       {"http.response.status_code", r.status}};
+    if (r.status >= 500) span.error = StrCat("HTTP ", r.status);
+    tracer.Record(std::move(span));
   };
 }
 

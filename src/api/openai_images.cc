@@ -20,16 +20,30 @@ namespace {
 // The answer for finished images: b64_json inline, or URLs of PNGs written to the store.
 http::Response ImagesResponse(const ApiContext& ctx, const ImageRequest& request,
                               const std::string& id, const std::string& base_url,
-                              const std::vector<engine::Image>& images, double seconds) {
+                              const std::vector<engine::Image>& images, double seconds,
+                              const TraceContext& trace) {
   nlohmann::json data = nlohmann::json::array();
+  const bool tracing = ctx.tracer && ctx.tracer->enabled();
   for (size_t i = 0; i < images.size(); ++i) {
+    const int64_t t0 = tracing ? obs::UnixNanos() : 0;
     auto png = engine::EncodePng(
         images[i], engine::PngParameters(request.generation, request.model, static_cast<int>(i)));
     if (!png.ok()) return ErrorResponse(png.status());
+    if (tracing) {
+      ctx.tracer->RecordChild(trace, "png.encode", t0, obs::UnixNanos(),
+                              {{"kiln.image", static_cast<int64_t>(i)},
+                               {"kiln.bytes", static_cast<int64_t>(png->size())}});
+    }
     nlohmann::json entry = {{"seed", request.generation.seed + i}};
     if (request.response_format == ResponseFormat::kUrl) {
       const std::string key = StrCat("images/", id, "/", i, ".png");
-      if (absl::Status s = ctx.store->Put(key, *png); !s.ok()) {
+      const int64_t t1 = tracing ? obs::UnixNanos() : 0;
+      absl::Status stored = ctx.store->Put(key, *png);
+      if (tracing) {
+        ctx.tracer->RecordChild(trace, "store.write", t1, obs::UnixNanos(), {{"kiln.key", key}},
+                                stored.ok() ? "" : stored.ToString());
+      }
+      if (absl::Status s = stored; !s.ok()) {
         log::Error("storing an image failed", {{"key", key}, {"error", s.ToString()}});
         return ErrorResponse(Annotate(s, "storing the image"));
       }
@@ -40,6 +54,7 @@ http::Response ImagesResponse(const ApiContext& ctx, const ImageRequest& request
     data.push_back(std::move(entry));
   }
   log::Info("images generated", {{"id", id},
+                                 {"trace_id", trace.trace_id},
                                  {"model", request.model},
                                  {"n", request.generation.n},
                                  {"steps", request.generation.steps},
@@ -69,6 +84,7 @@ http::Response RunSync(const ApiContext& ctx, ImageRequest request, const http::
   item->priority = request.priority;
   item->tenant = TenantOf(req);
   item->accepted_ms = UnixMillis();
+  item->trace = req.trace;
   auto cost = ctx.scheduler->EstimateCost(request.model, request.generation);
   if (!cost.ok()) return ErrorResponse(cost.status());
   item->cost = *cost;
@@ -88,6 +104,7 @@ http::Response RunSync(const ApiContext& ctx, ImageRequest request, const http::
                         sched::WorkItem& w, absl::StatusOr<std::vector<engine::Image>> images) {
       if (!images.ok()) {
         log::Error("generation failed", {{"id", w.id},
+                                         {"trace_id", w.trace.trace_id},
                                          {"model", request->model},
                                          {"error", std::string(images.status().message())}});
         respond(ErrorResponse(images.status()));
@@ -95,7 +112,7 @@ http::Response RunSync(const ApiContext& ctx, ImageRequest request, const http::
       }
       const double seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      respond(ImagesResponse(ctx, *request, w.id, base_url, *images, seconds));
+      respond(ImagesResponse(ctx, *request, w.id, base_url, *images, seconds, w.trace));
     };
     if (absl::Status s = ctx.scheduler->SubmitSync(item, deadline); !s.ok()) {
       respond(ErrorResponse(s));

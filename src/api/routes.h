@@ -4,6 +4,7 @@
 #include "engine/model_repository.h"
 #include "http/router.h"
 #include "obs/kiln_metrics.h"
+#include "obs/tracer.h"
 #include "queue/job_queue.h"
 #include "sched/job_events.h"
 #include "sched/job_service.h"
@@ -20,6 +21,7 @@ struct ApiContext {
   store::BlobStore* store = nullptr;
   sched::JobEvents* events = nullptr;
   obs::KilnMetrics* metrics = nullptr;    // null: no /metrics
+  obs::Tracer* tracer = nullptr;          // null or disabled: no spans
   size_t max_json_bytes = 1 << 20;        // /v1/images/generations bodies
   size_t max_multipart_bytes = 24 << 20;  // /v1/images/edits and /v1/jobs bodies
   size_t max_batch_bytes = 16 << 20;      // /v1/batches bodies

@@ -29,6 +29,7 @@ struct ServeOptions {
   int max_queued_sync = 64;
   std::string webhook_secret;  // default: $KILN_WEBHOOK_SECRET, else generated into --data
   std::string web_dir;         // empty: the UI files embedded in the binary
+  std::string otlp_endpoint;   // OTLP/HTTP base URL; default $OTEL_EXPORTER_OTLP_ENDPOINT
 };
 
 struct GenerateOptions {

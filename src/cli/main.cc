@@ -46,6 +46,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 100000));
   s->add_option("--webhook-secret", serve.webhook_secret,
                 "HMAC key for webhook signatures (default $KILN_WEBHOOK_SECRET)");
+  s->add_option(
+      "--otlp-endpoint", serve.otlp_endpoint,
+      "Export traces over OTLP/HTTP to this base URL (default $OTEL_EXPORTER_OTLP_ENDPOINT)");
   s->add_option("--web-dir", serve.web_dir,
                 "Serve the UI from this folder instead of the embedded files (for UI work)")
       ->check(CLI::ExistingDirectory);

@@ -178,6 +178,7 @@ int RunServe(ServeOptions o) {
   obs::Registry registry;
   obs::KilnMetrics metrics(registry);
   obs::AddProcessMetrics(registry);
+  obs::Tracer tracer(obs::TracerOptionsFromEnv(o.otlp_endpoint));
 
   sched::JobEvents events;
   sched::WebhookOptions wo;
@@ -189,6 +190,7 @@ int RunServe(ServeOptions o) {
   });
   sched::JobServiceOptions jo;
   jo.max_attempts = o.max_attempts;
+  jo.tracer = &tracer;
   sched::JobService jobs(q, store->get(), models->get(), &events, &webhooks, jo);
   sched::SchedulerOptions so;
   so.replicas = o.replicas;
@@ -198,6 +200,7 @@ int RunServe(ServeOptions o) {
   so.max_queued_sync = o.max_queued_sync;
   so.request_level = o.batching == "request";
   so.metrics = &metrics;
+  so.tracer = &tracer;
   sched::Scheduler scheduler(models->get(), q, &jobs, so);
   jobs.set_scheduler(&scheduler);
   if (absl::Status s = scheduler.Start(); !s.ok()) {
@@ -215,6 +218,7 @@ int RunServe(ServeOptions o) {
   context.events = &events;
   context.web_dir = o.web_dir;
   context.metrics = &metrics;
+  context.tracer = &tracer;
   registry.AddCollector([&context] { api::CollectServingMetrics(context); });
   http::Router router = api::MakeRouter();
   api::AddRoutes(router, context);
@@ -222,7 +226,7 @@ int RunServe(ServeOptions o) {
   http::ServerOptions options;
   options.host = o.host;
   options.port = static_cast<uint16_t>(o.port);
-  options.observer = api::HttpMetricsObserver(metrics);
+  options.observer = api::HttpObserver(metrics, tracer);
   auto server = http::Server::Start(options, router);
   if (!server.ok()) {
     log::Error("cannot start the server", {{"error", Message(server.status())}});
@@ -235,6 +239,9 @@ int RunServe(ServeOptions o) {
                           {"queue", queue_url},
                           {"store", (*store)->Describe()},
                           {"batching", o.batching},
+                          {"traces", tracer.enabled() ? o.otlp_endpoint.empty() ? "from OTEL_* env"
+                                                                                : o.otlp_endpoint
+                                                      : "off"},
                           {"replicas", o.replicas}});
 
   // Wait for a signal (nothing runs inside a signal handler); keep SSE streams alive meanwhile.

@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/trace_context.h"
+
 namespace kiln::http {
 
 struct Request {
@@ -20,6 +22,10 @@ struct Request {
   std::map<std::string, std::string> headers;  // names lower-cased
   std::string body;
   std::string remote;  // peer address
+  // The server span of this request: the trace of an incoming `traceparent` header (ignored when
+  // malformed) or a new one, with a span id of its own; `parent_span_id` is the caller's span.
+  TraceContext trace;
+  std::string parent_span_id;
 
   // The header's value, or nullopt. `name` must be lower case.
   std::optional<std::string_view> Header(std::string_view name) const;

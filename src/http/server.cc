@@ -90,6 +90,13 @@ class Session : public std::enable_shared_from_this<Session> {
     beast::error_code ep_ec;
     auto ep = stream_.socket().remote_endpoint(ep_ec);
     if (!ep_ec) request->remote = ep.address().to_string();
+    if (auto header = request->Header("traceparent"); header) {
+      if (auto incoming = ParseTraceparent(*header)) {
+        request->parent_span_id = incoming->span_id;
+        request->trace = incoming->Child();
+      }
+    }
+    if (!request->trace.valid()) request->trace = TraceContext::NewRoot();
     if (!ParseTarget(request->target, request->path, request->query)) {
       return WriteError(400, "malformed request target");
     }

@@ -37,6 +37,7 @@ struct NewJob {
   std::string idempotency_key;  // unique per tenant when non-empty
   std::string batch_id;
   int max_attempts = 3;
+  std::string traceparent;  // W3C trace context of the request that made the job, or empty
 };
 
 struct Job {

@@ -51,6 +51,7 @@ absl::StatusOr<queue::NewJob> JobService::Prepare(JobSubmission& s) {
   job.klass = s.klass;
   job.priority = s.priority;
   job.tenant = s.tenant;
+  job.traceparent = s.traceparent;
   job.deadline_ms = s.deadline_ms;
   job.webhook = s.webhook;
   job.idempotency_key = s.idempotency_key;
@@ -136,6 +137,7 @@ absl::StatusOr<WorkItemPtr> JobService::Load(const queue::Job& job) {
   item->priority = job.spec.priority;
   item->tenant = job.spec.tenant;
   item->accepted_ms = job.created_ms;
+  item->trace = ParseTraceparent(job.spec.traceparent).value_or(TraceContext{});
   item->cost = job.spec.cost;
   const std::string id = job.id();
   item->wants_preview = [this, id] { return events_->WantsPreviews(id); };
@@ -162,13 +164,24 @@ absl::StatusOr<std::vector<std::string>> JobService::WriteResults(
   // now the only writer of the job's folder.
   KILN_RETURN_IF_ERROR(store_->RemoveLeftovers(StrCat("jobs/", item.id)));
   std::vector<std::string> keys;
+  obs::Tracer* tracer = options_.tracer && options_.tracer->enabled() ? options_.tracer : nullptr;
   for (size_t i = 0; i < images.size(); ++i) {
+    const int64_t t0 = tracer ? obs::UnixNanos() : 0;
     KILN_ASSIGN_OR_RETURN(
         std::string png,
         engine::EncodePng(images[i],
                           engine::PngParameters(item.request, item.model, static_cast<int>(i))));
     const std::string key = ResultKey(item.id, static_cast<int>(i));
-    KILN_RETURN_IF_ERROR(store_->Put(key, png));
+    const int64_t t1 = tracer ? obs::UnixNanos() : 0;
+    absl::Status stored = store_->Put(key, png);
+    if (tracer) {
+      tracer->RecordChild(item.trace, "png.encode", t0, t1,
+                          {{"kiln.image", static_cast<int64_t>(i)},
+                           {"kiln.bytes", static_cast<int64_t>(png.size())}});
+      tracer->RecordChild(item.trace, "store.write", t1, obs::UnixNanos(), {{"kiln.key", key}},
+                          stored.ok() ? "" : stored.ToString());
+    }
+    KILN_RETURN_IF_ERROR(stored);
     keys.push_back(key);
   }
   nlohmann::json result = {{"id", item.id},
@@ -187,7 +200,9 @@ void JobService::OnDone(WorkItem& item, absl::StatusOr<std::vector<engine::Image
     if (keys.ok()) {
       s = queue_->Complete(item.id, worker, *keys);
     } else {
-      log::Error("storing results failed", {{"job", item.id}, {"error", keys.status().ToString()}});
+      log::Error("storing results failed", {{"job", item.id},
+                                            {"trace_id", item.trace.trace_id},
+                                            {"error", keys.status().ToString()}});
       auto failed =
           queue_->Fail(item.id, worker, StrCat("storing results failed: ", keys.status().message()),
                        "store_error", /*retryable=*/true);
@@ -198,10 +213,12 @@ void JobService::OnDone(WorkItem& item, absl::StatusOr<std::vector<engine::Image
   } else if (absl::IsUnavailable(result.status())) {
     // Handed back at shutdown: another run picks it up without counting an attempt.
     s = queue_->Release(item.id, worker);
-    if (s.ok()) log::Info("job handed back", {{"job", item.id}});
+    if (s.ok()) log::Info("job handed back", {{"job", item.id}, {"trace_id", item.trace.trace_id}});
     return;
   } else {
-    log::Error("job failed", {{"job", item.id}, {"error", result.status().ToString()}});
+    log::Error("job failed", {{"job", item.id},
+                              {"trace_id", item.trace.trace_id},
+                              {"error", result.status().ToString()}});
     // Invalid requests fail at once; anything else (a device error) is retried.
     const bool retry = !absl::IsInvalidArgument(result.status());
     s = queue_

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "engine/model_repository.h"
 #include "nlohmann/json.hpp"
+#include "obs/tracer.h"
 #include "queue/job_queue.h"
 #include "sched/job_events.h"
 #include "sched/scheduler.h"
@@ -29,13 +30,15 @@ struct JobSubmission {
   int64_t deadline_ms = 0;  // absolute Unix ms; 0 = none
   std::string webhook;
   std::string idempotency_key;
-  std::string custom_id;  // batches: the caller's id for the line
+  std::string custom_id;    // batches: the caller's id for the line
+  std::string traceparent;  // the submitting request's trace position
 };
 
 struct JobServiceOptions {
   std::string worker_id = "embedded";
   int max_attempts = 3;
-  std::string public_base_url;  // prefix of result URLs in webhooks ("" = relative)
+  std::string public_base_url;    // prefix of result URLs in webhooks ("" = relative)
+  obs::Tracer* tracer = nullptr;  // optional: spans for result encoding and store writes
 };
 
 class JobService final : public JobFeed {

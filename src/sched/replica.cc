@@ -64,7 +64,17 @@ void Replica::Admit(bool idle) {
       source_->Finished(std::move(item), absl::CancelledError("cancelled by request"));
       continue;
     }
+    const int64_t start_ns = obs::UnixNanos();
     auto generation = pipeline_->Start(item->request);
+    const int64_t started_ns = obs::UnixNanos();
+    if (Tracing(*item)) {
+      options_.tracer->RecordChild(item->trace, "queue.wait", item->accepted_ms * 1000000, start_ns,
+                                   {{"kiln.model", item->model}});
+      // Start draws the initial noise, encodes the prompt and, for edits, the source image.
+      options_.tracer->RecordChild(item->trace, "text.encode", start_ns, started_ns,
+                                   {{"kiln.model", item->model}, {"kiln.replica", index_}},
+                                   generation.ok() ? "" : generation.status().ToString());
+    }
     if (!generation.ok()) {
       source_->Finished(std::move(item), generation.status());
       continue;
@@ -81,7 +91,7 @@ void Replica::Admit(bool idle) {
     running_rows_ += rows;
     ++running_items_;
     free_rows -= rows;
-    running_.push_back({std::move(item), std::move(*generation)});
+    running_.push_back({std::move(item), std::move(*generation), started_ns});
   }
 }
 
@@ -90,6 +100,23 @@ void Replica::Retire(size_t index, absl::StatusOr<std::vector<engine::Image>> re
   running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(index));
   running_rows_ -= r.generation->rows();
   --running_items_;
+  if (Tracing(*r.item)) {
+    options_.tracer->RecordChild(
+        r.item->trace, "denoise", r.denoise_start_ns,
+        r.denoise_end_ns ? r.denoise_end_ns : obs::UnixNanos(),
+        {{"kiln.steps", static_cast<int64_t>(r.steps_run)},
+         {"kiln.num_steps", static_cast<int64_t>(r.generation->num_steps())},
+         {"kiln.batch_rows.max", static_cast<int64_t>(r.max_batch_rows)},
+         {"kiln.batch_rows.mean",
+          r.steps_run > 0 ? static_cast<double>(r.batch_rows_sum) / r.steps_run : 0.0},
+         {"kiln.sampler", r.item->request.sampler.Name()},
+         {"kiln.replica", index_}},
+        result.ok() ? "" : result.status().ToString());
+    if (r.denoise_end_ns) {
+      options_.tracer->RecordChild(r.item->trace, "decode", r.denoise_end_ns, r.decode_end_ns,
+                                   {{"kiln.images", static_cast<int64_t>(r.item->request.n)}});
+    }
+  }
   source_->Finished(std::move(r.item), std::move(result));
 }
 
@@ -124,6 +151,12 @@ void Replica::StepAll() {
       continue;
     }
     cost_->Observe(rows, static_cast<double>(size.first) * size.second, seconds);
+    for (size_t i : members) {
+      Running& r = running_[i];
+      ++r.steps_run;
+      r.batch_rows_sum += rows;
+      r.max_batch_rows = std::max(r.max_batch_rows, rows);
+    }
     if (options_.batch_rows) options_.batch_rows->Observe(rows);
     if (options_.step_seconds) options_.step_seconds->Observe(seconds);
   }
@@ -137,7 +170,9 @@ void Replica::StepAll() {
     if (std::find(failed.begin(), failed.end(), i) != failed.end()) {
       Retire(i, failure);
     } else if (running_[i].generation->done()) {
+      running_[i].denoise_end_ns = obs::UnixNanos();
       auto images = pipeline_->Finish(*running_[i].generation);
+      running_[i].decode_end_ns = obs::UnixNanos();
       Retire(i, std::move(images));
     }
   }

@@ -13,6 +13,7 @@
 
 #include "engine/pipeline.h"
 #include "obs/metrics.h"
+#include "obs/tracer.h"
 #include "sched/cost_model.h"
 #include "sched/work_item.h"
 
@@ -41,6 +42,7 @@ struct ReplicaOptions {
   // Optional: rows per step and seconds per denoiser call.
   obs::Histogram* batch_rows = nullptr;
   obs::Histogram* step_seconds = nullptr;
+  obs::Tracer* tracer = nullptr;  // optional: queue wait, encode, denoise and decode spans
 };
 
 class Replica {
@@ -61,7 +63,17 @@ class Replica {
   struct Running {
     WorkItemPtr item;
     std::unique_ptr<engine::Generation> generation;
+    // For the item's trace spans (Unix ns).
+    int64_t denoise_start_ns = 0;
+    int64_t denoise_end_ns = 0;
+    int64_t decode_end_ns = 0;
+    int steps_run = 0;
+    int64_t batch_rows_sum = 0;
+    int max_batch_rows = 0;
   };
+  bool Tracing(const WorkItem& item) const {
+    return options_.tracer && options_.tracer->enabled() && item.trace.valid();
+  }
   void Loop();
   void Admit(bool idle);
   void StepAll();

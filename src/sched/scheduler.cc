@@ -227,6 +227,7 @@ absl::Status Scheduler::Start() {
       ReplicaOptions ro;
       ro.max_rows = lane->max_rows;
       ro.request_level = options_.request_level;
+      ro.tracer = options_.tracer;
       if (options_.metrics) {
         ro.batch_rows = &options_.metrics->batch_rows.With({entry.name});
         ro.step_seconds = &options_.metrics->step_duration.With({entry.name});

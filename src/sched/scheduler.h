@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "engine/model_repository.h"
 #include "obs/kiln_metrics.h"
+#include "obs/tracer.h"
 #include "queue/job_queue.h"
 #include "sched/cost_model.h"
 #include "sched/work_item.h"
@@ -41,6 +42,7 @@ struct SchedulerOptions {
   int max_batch_rows = 0;               // 0: each model's max_batch
   bool request_level = false;           // benchmark baseline (see ReplicaOptions)
   obs::KilnMetrics* metrics = nullptr;  // optional
+  obs::Tracer* tracer = nullptr;        // optional
 };
 
 // A prediction for one request or job.

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/trace_context.h"
 #include "engine/image.h"
 #include "engine/request.h"
 #include "queue/job.h"
@@ -27,6 +28,7 @@ struct WorkItem {
   double cost = 0;          // device-seconds, from the cost model at admission
   int rows = 1;             // denoiser rows per step
   int64_t accepted_ms = 0;  // Unix ms: a sync request's admission, a job's submission
+  TraceContext trace;       // the span this work is done for (the HTTP request's); may be invalid
   // Asked after each step: whether on_progress should get a low-resolution preview.
   std::function<bool()> wants_preview;
 

@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS jobs (
   error TEXT NOT NULL DEFAULT '',
   error_code TEXT NOT NULL DEFAULT '',
   cancel_requested INTEGER NOT NULL DEFAULT 0,
-  webhook_status TEXT NOT NULL DEFAULT ''
+  webhook_status TEXT NOT NULL DEFAULT '',
+  traceparent TEXT NOT NULL DEFAULT ''
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs(tenant, idempotency_key)
   WHERE idempotency_key <> '';
@@ -81,7 +82,7 @@ constexpr const char* kJobColumns =
     "id, model, request, klass, priority, tenant, cost, deadline_ms, webhook, idempotency_key, "
     "batch_id, max_attempts, seq, state, attempts, created_ms, started_ms, finished_ms, worker, "
     "lease_until_ms, step, num_steps, result_keys, error, error_code, cancel_requested, "
-    "webhook_status";
+    "webhook_status, traceparent";
 
 // A prepared statement; finalized on destruction.
 class Stmt {
@@ -174,6 +175,7 @@ Job ReadJob(const Stmt& s) {
   j.error_code = s.Text(24);
   j.cancel_requested = s.Int(25) != 0;
   j.webhook_status = s.Text(26);
+  j.spec.traceparent = s.Text(27);
   return j;
 }
 
@@ -190,7 +192,15 @@ class SqliteQueue final : public JobQueue {
     KILN_RETURN_IF_ERROR(
         Exec(options_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"));
     KILN_RETURN_IF_ERROR(Exec("PRAGMA foreign_keys=ON"));
-    return Exec(kSchema);
+    KILN_RETURN_IF_ERROR(Exec(kSchema));
+    // Databases made before jobs carried their trace context get the column.
+    Stmt has(db_, "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name='traceparent'");
+    KILN_ASSIGN_OR_RETURN(bool row, has.Next());
+    if (row && has.Int(0) == 0) {
+      KILN_RETURN_IF_ERROR(
+          Exec("ALTER TABLE jobs ADD COLUMN traceparent TEXT NOT NULL DEFAULT ''"));
+    }
+    return absl::OkStatus();
   }
 
   absl::StatusOr<EnqueueResult> Enqueue(const NewJob& job) override {
@@ -574,13 +584,13 @@ class SqliteQueue final : public JobQueue {
     }
     Stmt ins(db_,
              "INSERT INTO jobs(id, model, request, klass, priority, tenant, cost, deadline_ms, "
-             "webhook, idempotency_key, batch_id, max_attempts, state, created_ms) "
-             "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,0,?13)");
+             "webhook, idempotency_key, batch_id, max_attempts, state, created_ms, traceparent) "
+             "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,0,?13,?14)");
     ins.Bind(1, job.id).Bind(2, job.model).Bind(3, job.request);
     ins.Bind(4, static_cast<int>(job.klass)).Bind(5, job.priority).Bind(6, job.tenant);
     ins.Bind(7, job.cost).Bind(8, job.deadline_ms).Bind(9, job.webhook);
     ins.Bind(10, job.idempotency_key).Bind(11, job.batch_id).Bind(12, job.max_attempts);
-    ins.Bind(13, Now());
+    ins.Bind(13, Now()).Bind(14, job.traceparent);
     KILN_RETURN_IF_ERROR(ins.Run());
     KILN_ASSIGN_OR_RETURN(Job stored, GetLocked(job.id));
     return EnqueueResult{std::move(stored), true};
