@@ -16,7 +16,7 @@ TSA_SOURCES = $(filter-out %_test.cc src/engine/pipeline.cc src/engine/generatio
   src/engine/samplers/sampler.cc src/http/load_client.cc src/cli/%, \
   $(wildcard src/*/*.cc src/*/*/*.cc))
 
-.PHONY: thread-safety deps configure build run test test-models bench bench-overhead bench-batching format format-check model clean
+.PHONY: thread-safety deps configure build run test test-models bench bench-overhead bench-peer bench-batching format format-check model clean
 
 $(STAMP): scripts/install-deps.sh
 	bash scripts/install-deps.sh
@@ -59,6 +59,10 @@ bench: build test-models
 bench-overhead: build test-models
 	cmake --build $(BUILD_DIR) --target kiln_bench_http_load
 	bash bench/overhead.sh
+
+# The same load through `kiln loadtest` against Kiln and the FastAPI peer (bench/peer).
+bench-peer: build test-models
+	bash bench/overhead.sh --client loadtest
 
 # Step-level vs request-level batching on tiny-shapes at two sizes (docs/benchmarks.md).
 bench-batching: build

@@ -6,9 +6,10 @@
 # on 127.0.0.1 only, and the script prints a markdown table with the ratios.
 #
 # Usage: bench/overhead.sh [--kiln build/kiln] [--load build/kiln_bench_http_load]
-#          [--models build/test-models] [--python /usr/bin/python3]
+#          [--client http_load|loadtest] [--models build/test-models] [--python /usr/bin/python3]
 #          [--requests 5000] [--concurrency 8] [--warmup 200]
-# The models folder comes from `make test-models` (tools/make_test_models.py).
+# --client loadtest drives both servers with `kiln loadtest` (the user-facing load tester)
+# instead of the minimal benchmark client. The models folder comes from `make test-models`.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,12 +23,15 @@ WARMUP=200
 MODEL=test-identity
 READY_TIMEOUT_S=60
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+CLIENT=http_load
+
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 while [[ $# -gt 0 ]]; do
   [[ $# -ge 2 ]] || usage
   case "$1" in
     --kiln) KILN=$2 ;;
     --load) LOAD=$2 ;;
+    --client) CLIENT=$2 ;;
     --models) MODELS=$2 ;;
     --python) PYTHON=$2 ;;
     --requests) REQUESTS=$2 ;;
@@ -40,7 +44,9 @@ done
 
 die() { echo "overhead.sh: $*" >&2; exit 1; }
 [[ -x $KILN ]] || die "no kiln binary at $KILN (make build)"
-[[ -x $LOAD ]] || die "no load generator at $LOAD (build the kiln_bench_http_load target)"
+[[ $CLIENT == http_load || $CLIENT == loadtest ]] || die "--client must be http_load or loadtest"
+[[ $CLIENT == loadtest || -x $LOAD ]] ||
+  die "no load generator at $LOAD (build the kiln_bench_http_load target)"
 [[ -f $MODELS/$MODEL/model.yaml ]] || die "no $MODELS/$MODEL (make test-models)"
 "$PYTHON" -c 'import fastapi, uvicorn, torch, PIL, yaml' 2>/dev/null ||
   die "$PYTHON lacks the peer's modules (apt-get install python3-fastapi python3-uvicorn python3-pil)"
@@ -88,6 +94,22 @@ PATH_=/v1/images/generations
 
 # load PORT OUT: the same client run against either server.
 load() {
+  if [[ $CLIENT == loadtest ]]; then
+    echo "{\"request\": $BODY}" >"$WORK/mix.jsonl"
+    "$KILN" loadtest --server "http://127.0.0.1:$1" --mix "$WORK/mix.jsonl" --json --quiet \
+      --concurrency "$CONCURRENCY" --requests "$WARMUP" >/dev/null || true
+    "$KILN" loadtest --server "http://127.0.0.1:$1" --mix "$WORK/mix.jsonl" --json --quiet \
+      --concurrency "$CONCURRENCY" --requests "$REQUESTS" >"$2.loadtest" || true
+    [[ -s $2.loadtest ]] || die "kiln loadtest printed nothing for port $1"
+    # The same fields as http_load's report.
+    "$PYTHON" -c '
+import json, sys
+r = json.load(open(sys.argv[1])); l = r["latency_seconds"]
+print(json.dumps({"requests": r["sent"], "ok": r["ok"], "non_200": r["failed"], "errors": 0,
+                  "rps": r["throughput_rps"], "p50_us": l["p50"] * 1e6, "p90_us": l["p90"] * 1e6,
+                  "p99_us": l["p99"] * 1e6, "max_us": l["max"] * 1e6}))' "$2.loadtest" >"$2"
+    return
+  fi
   "$LOAD" --url "http://127.0.0.1:$1$PATH_" --body "$BODY" --concurrency "$CONCURRENCY" \
     --requests "$REQUESTS" --warmup "$WARMUP" >"$2" || true
   [[ -s $2 ]] || die "the load generator printed nothing for port $1"
@@ -118,14 +140,14 @@ echo "peer: 127.0.0.1:$PORT, $REQUESTS requests at concurrency $CONCURRENCY (war
 load "$PORT" "$WORK/peer.json"
 stop "$PEER_PID"
 
-"$PYTHON" - "$WORK/kiln.json" "$WORK/peer.json" "$CONCURRENCY" "$REQUESTS" <<'EOF'
+CLIENT=$CLIENT "$PYTHON" - "$WORK/kiln.json" "$WORK/peer.json" "$CONCURRENCY" "$REQUESTS" <<'EOF'
 import json
 import os
 import sys
 
 kiln, peer = (json.load(open(p)) for p in sys.argv[1:3])
 concurrency, requests = sys.argv[3], sys.argv[4]
-print(f"System overhead: {os.cpu_count()} CPUs, test-identity 32x32, steps 1, guidance 1.0, "
+print(f"System overhead ({os.environ.get('CLIENT', 'http_load')} client): {os.cpu_count()} CPUs, test-identity 32x32, steps 1, guidance 1.0, "
       f"{requests} requests at concurrency {concurrency}, torch threads 1\n")
 print("| server | ok / requests | failed | rps | p50 ms | p90 ms | p99 ms |")
 print("|---|---:|---:|---:|---:|---:|---:|")
