@@ -36,6 +36,11 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
+# The S3 tests run moto_server, which these machines carry (it is not a Debian package).
+if ! command -v moto_server >/dev/null; then
+  echo "install-deps: warning: moto_server is not on PATH; the S3 store tests will fail" >&2
+fi
+
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
   exit 0

@@ -10,10 +10,17 @@
 namespace kiln::http {
 namespace {
 
+struct Sink {
+  std::string* out;
+  size_t limit;
+};
+
 size_t Collect(char* data, size_t size, size_t n, void* user) {
-  auto* out = static_cast<std::string*>(user);
+  auto* sink = static_cast<Sink*>(user);
   const size_t bytes = size * n;
-  if (out->size() < (64 << 10)) out->append(data, std::min(bytes, (64 << 10) - out->size()));
+  if (sink->out->size() < sink->limit) {
+    sink->out->append(data, std::min(bytes, sink->limit - sink->out->size()));
+  }
   return bytes;
 }
 
@@ -48,31 +55,44 @@ absl::Status CheckHttpUrl(std::string_view url, std::string_view field) {
 absl::StatusOr<ClientResponse> Post(const std::string& url, const std::string& body,
                                     const std::vector<std::pair<std::string, std::string>>& headers,
                                     std::chrono::milliseconds timeout) {
+  return Fetch({"POST", url, body, headers, timeout});
+}
+
+absl::StatusOr<ClientResponse> Fetch(const ClientRequest& r) {
   static std::once_flag once;
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   CURL* curl = curl_easy_init();
   if (!curl) return absl::InternalError("curl_easy_init failed");
   ClientResponse out;
   curl_slist* list = nullptr;
-  for (const auto& [k, v] : headers) list = curl_slist_append(list, StrCat(k, ": ", v).c_str());
+  for (const auto& [k, v] : r.headers) {
+    list = curl_slist_append(list, StrCat(k, ": ", v).c_str());
+  }
   list = curl_slist_append(list, "Expect:");
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_URL, r.url.c_str());
   curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(curl, CURLOPT_POST, 1L);
-  curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
-  curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+  if (r.method == "HEAD") {
+    curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+  } else if (r.method != "GET") {
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, r.method.c_str());
+  }
+  if (r.method == "POST" || r.method == "PUT") {
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, r.body.data());
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(r.body.size()));
+  }
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(r.timeout.count()));
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+  Sink sink{&out.body, r.max_body_bytes};
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, Collect);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &out.body);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &sink);
   const CURLcode rc = curl_easy_perform(curl);
   if (rc == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &out.status);
   curl_slist_free_all(list);
   curl_easy_cleanup(curl);
   if (rc != CURLE_OK) {
-    return absl::UnavailableError(StrCat("POST ", url, ": ", curl_easy_strerror(rc)));
+    return absl::UnavailableError(StrCat(r.method, " ", r.url, ": ", curl_easy_strerror(rc)));
   }
   return out;
 }

@@ -16,6 +16,19 @@ struct ClientResponse {
   std::string body;  // at most 64 KiB kept
 };
 
+struct ClientRequest {
+  std::string method = "GET";  // GET, PUT, POST, HEAD, DELETE
+  std::string url;
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::chrono::milliseconds timeout{30000};
+  size_t max_body_bytes = 64 << 10;  // longer answers are cut there
+};
+
+// Sends one request. Transport failures are Unavailable; any HTTP answer is a ClientResponse.
+// Redirects are not followed.
+absl::StatusOr<ClientResponse> Fetch(const ClientRequest& request);
+
 // POSTs `body` to an http(s) URL. Transport failures (refused, timeout, DNS) are Unavailable;
 // any HTTP answer, 5xx included, is a ClientResponse. Redirects are not followed.
 absl::StatusOr<ClientResponse> Post(const std::string& url, const std::string& body,

@@ -35,12 +35,9 @@ absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(std::string_view url)
     }
     return OpenFileStore(path);
   }
-  if (url.substr(0, 5) == "s3://") {
-    return WithField(
-        absl::UnimplementedError("the S3 store arrives with the distributed mode; use file:///dir"),
-        "store");
-  }
-  return InvalidField("store", StrCat("'", url, "' is not a store URL (file:///dir)"));
+  if (url.substr(0, 5) == "s3://") return OpenS3Store(url);
+  return InvalidField("store",
+                      StrCat("'", url, "' is not a store URL (file:///dir, s3://bucket/prefix)"));
 }
 
 }  // namespace kiln::store

@@ -25,7 +25,7 @@ class BlobStore {
  public:
   virtual ~BlobStore() = default;
 
-  // "file:///abs/dir" (created if missing) or "memory:" (tests).
+  // "file:///abs/dir" (created if missing), "s3://bucket/prefix?..." (OpenS3Store) or "memory:".
   static absl::StatusOr<std::unique_ptr<BlobStore>> Open(std::string_view url);
 
   // Writes the whole value atomically: a reader sees the old value or the new one, never a part.
@@ -47,6 +47,10 @@ class BlobStore {
 
 // The filesystem store rooted at `root` (created if missing).
 absl::StatusOr<std::unique_ptr<BlobStore>> OpenFileStore(const std::string& root);
+// "s3://bucket[/prefix][?endpoint=http://host:port][&region=R][&addressing=path|virtual]":
+// credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN), region from
+// the URL, else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1. With an endpoint, path-style.
+absl::StatusOr<std::unique_ptr<BlobStore>> OpenS3Store(std::string_view url);
 // An in-memory store for unit tests.
 std::unique_ptr<BlobStore> NewMemoryStore();
 

@@ -52,6 +52,26 @@ class HttpApiTest : public ::testing::Test {
 };
 ServerProcess* HttpApiTest::server_ = nullptr;
 
+TEST_F(HttpApiTest, ServesTheUiFilesEmbeddedAtBuildTime) {
+  // Every file in web/ is served byte for byte at /ui/{name}, and index.html at /.
+  int files = 0;
+  for (const auto& f : fs::directory_iterator(fs::path(KILN_SOURCE_DIR) / "web")) {
+    const std::string name = f.path().filename().string();
+    HttpResult r = HttpGet(Url("/ui/" + name));
+    EXPECT_EQ(r.status, 200) << name;
+    EXPECT_EQ(r.body, ReadFile(f.path().string())) << name;
+    ++files;
+  }
+  ASSERT_GT(files, 0);
+  HttpResult index = HttpGet(Url("/"));
+  EXPECT_EQ(index.status, 200);
+  EXPECT_EQ(index.headers["content-type"], "text/html; charset=utf-8");
+  EXPECT_EQ(index.body, ReadFile((fs::path(KILN_SOURCE_DIR) / "web" / "index.html").string()));
+  EXPECT_EQ(HttpGet(Url("/ui/no-such-file.js")).status, 404);
+  EXPECT_EQ(HttpGet(Url("/ui/.hidden")).status, 404);
+  EXPECT_EQ(HttpGet(Url("/ui/%2e%2e%2fCMakeLists.txt")).status, 404);
+}
+
 TEST_F(HttpApiTest, HealthReadyAndModels) {
   EXPECT_EQ(HttpGet(Url("/healthz")).status, 200);
   HttpResult ready = HttpGet(Url("/readyz"));
