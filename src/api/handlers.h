@@ -17,6 +17,15 @@ http::Response HandleListModels(const ApiContext& ctx, const http::Request& req)
 http::Response HandleGetModel(const ApiContext& ctx, const std::string& id);
 http::Response HandleHealthz(const ApiContext& ctx, const http::Request& req);
 http::Response HandleReadyz(const ApiContext& ctx, const http::Request& req);
+// One model's autoscaling inputs and answer.
+struct ModelScale {
+  std::string model;
+  int replicas = 0;
+  scale::ModelWork work;
+  int desired = 0;
+};
+absl::StatusOr<std::vector<ModelScale>> ComputeScale(const ApiContext& ctx);
+http::Response HandleAutoscale(const ApiContext& ctx, const http::Request& req);
 http::Response HandleMetrics(const ApiContext& ctx, const http::Request& req);
 // Counts every answered request in kiln_http_requests_total and its latency histogram, and
 // records its server span when tracing is on.

@@ -16,6 +16,12 @@ void CollectServingMetrics(const ApiContext& ctx) {
     m.model_load_seconds.With({e.name}).Set(e.load_seconds);
   }
   if (!ctx.scheduler) return;
+  if (absl::StatusOr<std::vector<ModelScale>> scale = ComputeScale(ctx); scale.ok()) {
+    for (const ModelScale& s : *scale) {
+      m.autoscale_desired.With({s.model}).Set(s.desired);
+      m.autoscale_backlog.With({s.model}).Set(s.work.queued_seconds + s.work.running_seconds);
+    }
+  }
   const std::string interactive(queue::PriorityClassName(queue::PriorityClass::kInteractive));
   for (const sched::ModelLoad& load : ctx.scheduler->Loads()) {
     const std::string& model = load.model;

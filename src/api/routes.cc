@@ -22,6 +22,7 @@ void AddRoutes(http::Router& router, const ApiContext& ctx) {
              [c](const R&, const P& p) { return HandleGetModel(*c, p.at("id")); });
   router.Add("GET", "/healthz", [c](const R& r, const P&) { return HandleHealthz(*c, r); });
   router.Add("GET", "/readyz", [c](const R& r, const P&) { return HandleReadyz(*c, r); });
+  router.Add("GET", "/v1/autoscale", [c](const R& r, const P&) { return HandleAutoscale(*c, r); });
   router.Add("GET", "/metrics", [c](const R& r, const P&) { return HandleMetrics(*c, r); });
   router.Add("GET", "/", [c](const R& r, const P&) { return HandleUi(*c, r, "index.html"); });
   router.Add("GET", "/ui/{file}",

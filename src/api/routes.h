@@ -6,6 +6,7 @@
 #include "obs/kiln_metrics.h"
 #include "obs/tracer.h"
 #include "queue/job_queue.h"
+#include "scale/autoscale_policy.h"
 #include "sched/job_events.h"
 #include "sched/job_service.h"
 #include "sched/scheduler.h"
@@ -22,6 +23,7 @@ struct ApiContext {
   sched::JobEvents* events = nullptr;
   obs::KilnMetrics* metrics = nullptr;    // null: no /metrics
   obs::Tracer* tracer = nullptr;          // null or disabled: no spans
+  scale::AutoscalePolicy autoscale;       // GET /v1/autoscale
   size_t max_json_bytes = 1 << 20;        // /v1/images/generations bodies
   size_t max_multipart_bytes = 24 << 20;  // /v1/images/edits and /v1/jobs bodies
   size_t max_batch_bytes = 16 << 20;      // /v1/batches bodies

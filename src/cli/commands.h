@@ -27,6 +27,9 @@ struct ServeOptions {
   int grace_seconds = 30;
   int max_queued_jobs = 10000;
   int max_queued_sync = 64;
+  double autoscale_target_seconds = 60;  // backlog one replica may carry (GET /v1/autoscale)
+  int autoscale_min_replicas = 0;
+  int autoscale_max_replicas = 16;
   std::string webhook_secret;  // default: $KILN_WEBHOOK_SECRET, else generated into --data
   std::string web_dir;         // empty: the UI files embedded in the binary
   std::string otlp_endpoint;   // OTLP/HTTP base URL; default $OTEL_EXPORTER_OTLP_ENDPOINT

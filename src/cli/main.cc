@@ -41,6 +41,15 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 86400));
   s->add_option("--max-queued-jobs", serve.max_queued_jobs, "Queued jobs per model before 429")
       ->check(CLI::Range(1, 10000000));
+  s->add_option("--autoscale-target-seconds", serve.autoscale_target_seconds,
+                "Autoscaling: device-seconds of backlog one replica may carry")
+      ->check(CLI::Range(0.001, 1e6));
+  s->add_option("--autoscale-min-replicas", serve.autoscale_min_replicas,
+                "Autoscaling: fewest replicas per model (0 = scale to zero)")
+      ->check(CLI::Range(0, 10000));
+  s->add_option("--autoscale-max-replicas", serve.autoscale_max_replicas,
+                "Autoscaling: most replicas per model")
+      ->check(CLI::Range(1, 10000));
   s->add_option("--max-queued-sync", serve.max_queued_sync,
                 "Waiting sync requests per model before 429")
       ->check(CLI::Range(1, 100000));

@@ -217,6 +217,8 @@ int RunServe(ServeOptions o) {
   context.store = store->get();
   context.events = &events;
   context.web_dir = o.web_dir;
+  context.autoscale = {o.autoscale_target_seconds, o.autoscale_min_replicas,
+                       o.autoscale_max_replicas};
   context.metrics = &metrics;
   context.tracer = &tracer;
   registry.AddCollector([&context] { api::CollectServingMetrics(context); });

@@ -47,7 +47,11 @@ KilnMetrics::KilnMetrics(Registry& r)
       replicas(r.AddGauge("kiln_replicas", "Engine replicas serving the model.", {"model"})),
       model_load_seconds(
           r.AddGauge("kiln_model_load_seconds", "Seconds the model took to load.", {"model"})),
-      model_ready(r.AddGauge("kiln_model_ready", "1 when the model loaded, else 0.", {"model"})) {}
+      model_ready(r.AddGauge("kiln_model_ready", "1 when the model loaded, else 0.", {"model"})),
+      autoscale_desired(r.AddGauge("kiln_autoscale_desired_replicas",
+                                   "Replicas the autoscaling policy asks for.", {"model"})),
+      autoscale_backlog(r.AddGauge("kiln_autoscale_backlog_seconds",
+                                   "Queued and running work in device-seconds.", {"model"})) {}
 
 void AddProcessMetrics(Registry& r) {
   auto& cpu = r.AddCounter("kiln_process_cpu_seconds_total", "User and system CPU time.");

@@ -29,6 +29,8 @@ struct KilnMetrics {
   Family<Gauge>& replicas;            // model
   Family<Gauge>& model_load_seconds;  // model
   Family<Gauge>& model_ready;         // model: 1 when loaded
+  Family<Gauge>& autoscale_desired;   // model: replicas the autoscaling policy asks for
+  Family<Gauge>& autoscale_backlog;   // model: queued + running device-seconds
 };
 
 // Adds the process metrics (CPU seconds, resident and virtual memory, open and max file

@@ -134,5 +134,47 @@ TEST_F(ObservabilityTest, PrometheusScrapesKilnAndAnswersAQuery) {
   EXPECT_EQ(sample["value"][1], "2");
 }
 
+TEST_F(ObservabilityTest, AutoscaleFollowsTheBacklogAndScalesToZero) {
+  // Restart with a tiny per-replica target so that any backlog asks for the maximum.
+  server_ = std::make_unique<ServerProcess>(
+      std::vector<std::string>{"--models", TestModelsDir(), "--autoscale-target-seconds", "0.001",
+                               "--autoscale-max-replicas", "5"});
+  ASSERT_TRUE(server_->started()) << server_->log();
+  auto model_of = [](const json& body, const std::string& name) {
+    for (const json& m : body["models"]) {
+      if (m["model"] == name) return m;
+    }
+    return json();
+  };
+  json idle = json::parse(HttpGet(Url("/v1/autoscale")).body);
+  EXPECT_EQ(idle["object"], "autoscale");
+  EXPECT_EQ(idle["desired_replicas"], 0) << idle.dump();
+  EXPECT_EQ(model_of(idle, "test-pixel")["desired_replicas"], 0);
+  EXPECT_EQ(idle["policy"]["max_replicas"], 5);
+
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) {
+    HttpResult r = HttpPost(Url("/v1/jobs"),
+                            R"({"prompt": "slow", "model": "test-pixel", "steps": 150, "n": 4})",
+                            "application/json");
+    ASSERT_EQ(r.status, 202) << r.body;
+    ids.push_back(json::parse(r.body)["id"]);
+  }
+  json busy = json::parse(HttpGet(Url("/v1/autoscale")).body);
+  const json pixel = model_of(busy, "test-pixel");
+  EXPECT_EQ(pixel["desired_replicas"], 5) << busy.dump();  // capped by the maximum
+  EXPECT_GT(pixel["backlog_seconds"].get<double>(), 0) << busy.dump();
+  EXPECT_GE(pixel["queued"].get<int>() + pixel["running"].get<int>(), 1) << busy.dump();
+  EXPECT_EQ(model_of(busy, "test-latent")["desired_replicas"], 0);
+  auto m = ParseExposition(HttpGet(Url("/metrics")).body);
+  EXPECT_GE(m[R"(kiln_autoscale_desired_replicas{model="test-pixel"})"], 1);
+
+  for (const std::string& id : ids) HttpRequest("DELETE", Url("/v1/jobs/" + id), "", {});
+  ASSERT_TRUE(WaitUntil(std::chrono::seconds(60), [&] {
+    return json::parse(HttpGet(Url("/v1/autoscale")).body)["desired_replicas"] == 0;
+  }));
+  EXPECT_EQ(HttpGet(Url("/v1/autoscale?model=x")).status, 400);
+}
+
 }  // namespace
 }  // namespace kiln::testing
