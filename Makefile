@@ -16,7 +16,7 @@ TSA_SOURCES = $(filter-out %_test.cc src/engine/pipeline.cc src/engine/generatio
   src/engine/samplers/sampler.cc src/http/load_client.cc src/cli/%, \
   $(wildcard src/*/*.cc src/*/*/*.cc))
 
-.PHONY: thread-safety deps configure build run test test-models bench bench-overhead bench-peer bench-batching format format-check model clean
+.PHONY: browser-deps thread-safety deps configure build run test test-models bench bench-overhead bench-peer bench-batching format format-check model clean
 
 $(STAMP): scripts/install-deps.sh
 	bash scripts/install-deps.sh
@@ -45,7 +45,13 @@ run: build test-models
 test-models: $(STAMP)
 	$(PY) tools/make_test_models.py --out $(BUILD_DIR)/test-models
 
-test: configure test-models
+# playwright-core for the browser test, pinned by tests/browser/package-lock.json.
+tests/browser/node_modules/.package-lock.json: tests/browser/package-lock.json $(STAMP)
+	npm ci --prefix tests/browser --no-audit --no-fund
+
+browser-deps: tests/browser/node_modules/.package-lock.json
+
+test: configure test-models browser-deps
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 	cd $(BUILD_DIR) && ctest --output-on-failure -j 2 --timeout 600
 
