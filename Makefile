@@ -16,7 +16,7 @@ TSA_SOURCES = $(filter-out %_test.cc src/engine/pipeline.cc src/engine/generatio
   src/engine/samplers/sampler.cc src/http/load_client.cc src/cli/%, \
   $(wildcard src/*/*.cc src/*/*/*.cc))
 
-.PHONY: browser-deps thread-safety deps configure build run test test-models bench bench-overhead bench-peer bench-batching format format-check model clean
+.PHONY: browser-deps thread-safety deps configure build run test test-models bench bench-overhead bench-peer bench-png bench-batching format format-check model clean
 
 $(STAMP): scripts/install-deps.sh
 	bash scripts/install-deps.sh
@@ -65,6 +65,11 @@ bench: build test-models
 bench-overhead: build test-models
 	cmake --build $(BUILD_DIR) --target kiln_bench_http_load
 	bash bench/overhead.sh
+
+# PNG encoding cost by zlib settings (docs/benchmarks.md).
+bench-png: configure
+	cmake --build $(BUILD_DIR) --target kiln_bench_png_encode
+	$(BUILD_DIR)/kiln_bench_png_encode
 
 # The same load through `kiln loadtest` against Kiln and the FastAPI peer (bench/peer).
 bench-peer: build test-models

@@ -4,6 +4,7 @@
 #include <random>
 #include <set>
 
+#include "core/ids.h"
 #include "core/status_util.h"
 #include "core/strings.h"
 #include "engine/image_codec.h"
@@ -119,8 +120,7 @@ absl::StatusOr<ImageRequest> ParseCommon(const FieldSource& f,
     g.seed = *seed;
   } else {
     // Kept below 2^53 so that every JSON client reads the reported seed back exactly.
-    std::random_device rd;
-    g.seed = ((static_cast<uint64_t>(rd()) << 32) | rd()) & ((uint64_t{1} << 53) - 1);
+    g.seed = Random64() & ((uint64_t{1} << 53) - 1);
   }
 
   KILN_ASSIGN_OR_RETURN(std::optional<std::string> format, f.String("response_format"));

@@ -1,4 +1,4 @@
-// kiln: one binary for serving, generating and (later) load testing. See README.md.
+// kiln: one binary for serving, generating and load testing. See README.md.
 #include <torch/torch.h>
 
 #include "CLI/CLI.hpp"

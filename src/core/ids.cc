@@ -10,6 +10,8 @@ namespace {
 
 constexpr char kCrockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
+}  // namespace
+
 uint64_t Random64() {
   static absl::Mutex mu(absl::kConstInit);
   static std::mt19937_64* rng = nullptr;
@@ -21,8 +23,6 @@ uint64_t Random64() {
   }
   return (*rng)();
 }
-
-}  // namespace
 
 int64_t UnixMillis() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -15,4 +15,8 @@ bool IsUlid(std::string_view text);
 // Milliseconds since the Unix epoch (system clock).
 int64_t UnixMillis();
 
+// 64 random bits from a process-wide generator seeded once from the OS: for seeds and ids, not
+// for secrets. Thread-safe.
+uint64_t Random64();
+
 }  // namespace kiln

@@ -63,6 +63,13 @@ absl::StatusOr<std::string> EncodePng(
   png_set_write_fn(png, &st, PngWrite, PngFlush);
   png_set_IHDR(png, info, image.width, image.height, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  // Speed over the last bytes (measured, docs/benchmarks.md "PNG encoding"): zlib's fastest
+  // level with the Sub filter encodes a 512x512 image in 1/12 of the default's time for 15% more
+  // bytes, and a small zlib memory level removes most of the fixed cost of a 32x32 image.
+  const size_t raw_bytes = image.rgb.size();
+  png_set_compression_level(png, 1);
+  png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_SUB);
+  png_set_compression_mem_level(png, raw_bytes <= (256 << 10) ? 4 : 8);
   for (size_t i = 0; i < text.size(); ++i) {
     std::memset(&chunks[i], 0, sizeof(png_text));
     chunks[i].compression = PNG_ITXT_COMPRESSION_NONE;
