@@ -14,8 +14,15 @@ http::Response HandleReadyz(const ApiContext& ctx, const http::Request&) {
     models[e.name] = e.status.ok() ? nlohmann::json("ready")
                                    : nlohmann::json({{"error", std::string(e.status.message())}});
   }
-  const bool ready = ctx.models->AllLoaded();
-  nlohmann::json body = {{"status", ready ? "ready" : "not_ready"}, {"models", models}};
+  bool ready = ctx.models->AllLoaded();
+  nlohmann::json body = {{"models", models}};
+  if (ctx.dependencies) {
+    const absl::Status store = ctx.dependencies->store();
+    body["store"] = store.ok() ? nlohmann::json("ready")
+                               : nlohmann::json({{"error", std::string(store.message())}});
+    ready = ready && store.ok();
+  }
+  body["status"] = ready ? "ready" : "not_ready";
   if (ctx.models->entries().empty()) body["reason"] = "no model folders found";
   return http::Response::Json(ready ? 200 : 503,
                               body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));

@@ -1,6 +1,7 @@
 // The HTTP API: wires every endpoint into a Router. The context must outlive the router.
 #pragma once
 
+#include "absl/synchronization/mutex.h"
 #include "engine/model_repository.h"
 #include "http/router.h"
 #include "obs/kiln_metrics.h"
@@ -14,6 +15,24 @@
 
 namespace kiln::api {
 
+// The last known health of what the server depends on beyond its models (the result store).
+// Updated by a background check; read by /readyz. Thread-safe.
+class Dependencies {
+ public:
+  void SetStore(absl::Status s) {
+    absl::MutexLock lock(&mu_);
+    store_ = std::move(s);
+  }
+  absl::Status store() const {
+    absl::MutexLock lock(&mu_);
+    return store_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::Status store_ ABSL_GUARDED_BY(mu_);
+};
+
 struct ApiContext {
   const engine::ModelRepository* models = nullptr;
   sched::Scheduler* scheduler = nullptr;
@@ -21,12 +40,13 @@ struct ApiContext {
   queue::JobQueue* queue = nullptr;
   store::BlobStore* store = nullptr;
   sched::JobEvents* events = nullptr;
-  obs::KilnMetrics* metrics = nullptr;    // null: no /metrics
-  obs::Tracer* tracer = nullptr;          // null or disabled: no spans
-  scale::AutoscalePolicy autoscale;       // GET /v1/autoscale
-  size_t max_json_bytes = 1 << 20;        // /v1/images/generations bodies
-  size_t max_multipart_bytes = 24 << 20;  // /v1/images/edits and /v1/jobs bodies
-  size_t max_batch_bytes = 16 << 20;      // /v1/batches bodies
+  obs::KilnMetrics* metrics = nullptr;         // null: no /metrics
+  obs::Tracer* tracer = nullptr;               // null or disabled: no spans
+  scale::AutoscalePolicy autoscale;            // GET /v1/autoscale
+  const Dependencies* dependencies = nullptr;  // null: only the models decide readiness
+  size_t max_json_bytes = 1 << 20;             // /v1/images/generations bodies
+  size_t max_multipart_bytes = 24 << 20;       // /v1/images/edits and /v1/jobs bodies
+  size_t max_batch_bytes = 16 << 20;           // /v1/batches bodies
   int max_batch_lines = 10000;
   std::string web_dir;  // serve the UI from here instead of the embedded files (development)
 };

@@ -54,6 +54,46 @@ absl::StatusOr<std::string> WebhookSecret(const ServeOptions& o, const fs::path&
   return secret;
 }
 
+// Re-checks the store every 2 s and records the result for /readyz; stops and joins when
+// destroyed.
+class StoreChecker {
+ public:
+  StoreChecker(store::BlobStore* store, api::Dependencies* deps) : store_(store), deps_(deps) {
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~StoreChecker() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    thread_.join();
+  }
+
+ private:
+  void Loop() {
+    absl::MutexLock lock(&mu_);
+    while (!mu_.AwaitWithTimeout(absl::Condition(&stop_), absl::Seconds(2))) {
+      mu_.Unlock();
+      absl::Status s = store_->Check();
+      if (s.ok() != deps_->store().ok()) {
+        if (s.ok()) {
+          log::Info("the store is usable again", {{"store", store_->Describe()}});
+        } else {
+          log::Error("the store is not usable", {{"error", Message(s)}});
+        }
+      }
+      deps_->SetStore(std::move(s));
+      mu_.Lock();
+    }
+  }
+
+  store::BlobStore* const store_;
+  api::Dependencies* const deps_;
+  absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
 }  // namespace
 
 std::string ApplyServeConfig(const std::string& path, ServeOptions& o, const ServeOptions& d) {
@@ -156,6 +196,15 @@ int RunServe(ServeOptions o) {
     log::Error("cannot open the store", {{"store", store_url}, {"error", Message(store.status())}});
     return 1;
   }
+  // A store that does not answer (wrong bucket or credentials, endpoint down) makes the server
+  // not ready instead of stopping it: it is checked again every few seconds.
+  api::Dependencies dependencies;
+  dependencies.SetStore((*store)->Check());
+  if (!dependencies.store().ok()) {
+    log::Error("the store is not usable; /readyz answers 503 until it is",
+               {{"store", (*store)->Describe()}, {"error", Message(dependencies.store())}});
+  }
+  StoreChecker store_checker(store->get(), &dependencies);
   // Jobs left running by a previous process (killed, or the machine died) go back to the queue.
   auto orphans = (*queue)->ExpireLeases(/*all=*/true);
   if (!orphans.ok()) {
@@ -217,6 +266,7 @@ int RunServe(ServeOptions o) {
   context.store = store->get();
   context.events = &events;
   context.web_dir = o.web_dir;
+  context.dependencies = &dependencies;
   context.autoscale = {o.autoscale_target_seconds, o.autoscale_min_replicas,
                        o.autoscale_max_replicas};
   context.metrics = &metrics;

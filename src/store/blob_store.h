@@ -41,6 +41,9 @@ class BlobStore {
   // Removes what interrupted writes (a crash mid-Put) left in the folder `dir` ("jobs/ID"); the
   // keys themselves are never partial. Call only when no write to that folder is in flight.
   virtual absl::Status RemoveLeftovers(std::string_view dir) { return absl::OkStatus(); }
+  // Whether the store can be used now (S3: the bucket answers a listing with these
+  // credentials). For readiness; cheap enough to call every few seconds.
+  virtual absl::Status Check() { return absl::OkStatus(); }
   // A short description for logs ("file:///data/blobs").
   virtual std::string Describe() const = 0;
 };

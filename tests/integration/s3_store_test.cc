@@ -142,5 +142,38 @@ TEST_F(S3StoreTest, ServerWritesJobResultsToS3) {
   EXPECT_TRUE(*s->Exists("jobs/" + id + "/result.json"));
 }
 
+TEST_F(S3StoreTest, AStoreThatDoesNotAnswerMakesTheServerNotReadyUntilItDoes) {
+  // Nothing listens on the store's port yet: the server starts anyway and says why it is not
+  // ready, instead of exiting (and being restarted in a loop by its supervisor).
+  const int port = FreePort();
+  const std::string endpoint = "http://127.0.0.1:" + std::to_string(port);
+  ServerProcess server(
+      {"--models", TestModelsDir(), "--store", "s3://kiln-late?endpoint=" + endpoint});
+  ASSERT_TRUE(server.started()) << server.log();
+  EXPECT_EQ(HttpGet(server.url() + "/healthz").status, 200);
+  HttpResult down = HttpGet(server.url() + "/readyz");
+  EXPECT_EQ(down.status, 503);
+  EXPECT_NE(json::parse(down.body)["store"]["error"].get<std::string>().find("cannot be reached"),
+            std::string::npos)
+      << down.body;
+
+  // The endpoint comes up without the bucket: still not ready, and the reason changes.
+  ChildProcess late({"moto_server", "-H", "127.0.0.1", "-p", std::to_string(port)},
+                    (*dir_ / "moto-late.log").string());
+  HttpResult missing;
+  ASSERT_TRUE(WaitUntil(std::chrono::seconds(60), [&] {
+    missing = HttpGet(server.url() + "/readyz");
+    return missing.body.find("NoSuchBucket") != std::string::npos;
+  })) << missing.body;
+  EXPECT_EQ(missing.status, 503);
+
+  // With the bucket made, the server becomes ready by itself.
+  auto made = http::Fetch({"PUT", endpoint + "/kiln-late", "", {}, std::chrono::seconds(10)});
+  ASSERT_TRUE(made.ok() && made->status == 200);
+  ASSERT_TRUE(WaitUntil(std::chrono::seconds(60),
+                        [&] { return HttpGet(server.url() + "/readyz").status == 200; }));
+  EXPECT_EQ(json::parse(HttpGet(server.url() + "/readyz").body)["store"], "ready");
+}
+
 }  // namespace
 }  // namespace kiln::testing

@@ -149,6 +149,8 @@ class S3Store final : public BlobStore {
     return out;
   }
 
+  absl::Status Check() override { return List("", 1).status(); }
+
   std::string Describe() const override {
     return StrCat("s3://", c_.bucket, c_.prefix.empty() ? "" : "/", c_.prefix, " at ", c_.scheme,
                   "://", c_.host, c_.path_style ? " (path-style)" : "");
