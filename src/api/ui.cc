@@ -62,6 +62,14 @@ http::Response HandleUi(const ApiContext& ctx, const http::Request& req, const s
   // upgrade.
   r.headers.emplace_back("Cache-Control", "no-cache");
   r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  if (file == "index.html") {
+    // The page loads only its own files and talks only to this server; previews and picked
+    // images are data: URLs.
+    r.headers.emplace_back("Content-Security-Policy",
+                           "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
+                           "base-uri 'none'; frame-ancestors 'none'; form-action 'self'");
+    r.headers.emplace_back("Referrer-Policy", "no-referrer");
+  }
   return r;
 }
 

@@ -57,6 +57,11 @@ async function main() {
     const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
     const consoleErrors = [];
     page.on('pageerror', (e) => consoleErrors.push(String(e)));
+    // Console errors other than the expected failed responses (the 400 of scenario c), such as
+    // Content-Security-Policy violations, fail the test.
+    page.on('console', (m) => {
+      if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) consoleErrors.push(m.text());
+    });
     await page.goto(base + '/');
     await page.waitForSelector('#model option[value="test-pixel"]', { state: 'attached', timeout: TIMEOUT_MS });
 

@@ -66,6 +66,7 @@ TEST_F(HttpApiTest, ServesTheUiFilesEmbeddedAtBuildTime) {
   HttpResult index = HttpGet(Url("/"));
   EXPECT_EQ(index.status, 200);
   EXPECT_EQ(index.headers["content-type"], "text/html; charset=utf-8");
+  EXPECT_NE(index.headers["content-security-policy"].find("default-src 'self'"), std::string::npos);
   EXPECT_EQ(index.body, ReadFile((fs::path(KILN_SOURCE_DIR) / "web" / "index.html").string()));
   EXPECT_EQ(HttpGet(Url("/ui/no-such-file.js")).status, 404);
   EXPECT_EQ(HttpGet(Url("/ui/.hidden")).status, 404);
