@@ -73,6 +73,9 @@ Tracer::Tracer(TracerOptions options)
                                 ? options_.endpoint
                                 : StrCat(options_.endpoint, "/v1/traces");
     State& st = *state_;
+    // After Stop, a few more batches at most, so that a collector that is down cannot hold up
+    // the shutdown for long (each export waits up to options_.timeout).
+    int batches_after_stop = 0;
     while (true) {
       std::vector<Span> batch;
       bool stopping = false;
@@ -84,6 +87,10 @@ Tracer::Tracer(TracerOptions options)
         st.mu.AwaitWithTimeout(absl::Condition(&ready),
                                absl::Milliseconds(options_.flush_interval.count()));
         stopping = st.stop;
+        if (stopping && ++batches_after_stop > 2) {
+          st.dropped += static_cast<int64_t>(st.queue.size());
+          st.queue.clear();
+        }
         while (!st.queue.empty() && batch.size() < options_.max_batch) {
           batch.push_back(std::move(st.queue.front()));
           st.queue.pop_front();

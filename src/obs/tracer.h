@@ -41,7 +41,8 @@ struct TracerOptions {
 class Tracer {
  public:
   explicit Tracer(TracerOptions options);
-  ~Tracer();  // exports what is queued (bounded by the timeout), then stops
+  // Exports what is queued, at most two more batches (each bounded by the timeout), then stops.
+  ~Tracer();
 
   bool enabled() const { return !options_.endpoint.empty(); }
   void Record(Span span);
