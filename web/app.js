@@ -1,12 +1,15 @@
-// Kiln's web page: create jobs and follow them over SSE, browse recent results, edit an image,
-// and watch the server on a dashboard fed by /metrics. Plain ES module, no dependencies.
+// Kiln's web page: create jobs and follow them over SSE with step previews, cancel them, browse
+// recent results, edit an image, and watch the server on a dashboard fed by /metrics.
+// Plain ES modules, no dependencies; the server validates every field and its messages are shown.
+import { startDashboard, showDashboard } from './dashboard.js';
 
 const $ = (id) => document.getElementById(id);
-const state = { models: [], job: null, events: null, source: null, history: [], lastScrape: null };
+const state = { models: [], job: null, events: null, source: null, cancelling: null };
+const FINAL = new Set(['succeeded', 'failed', 'cancelled']);
 
 // ---- API helpers -----------------------------------------------------------------------------
 
-// Throws an Error whose message is the server's error message (and the field it names).
+// Throws an Error whose message is the server's error message and the field it names.
 async function api(path, options = {}) {
   const response = await fetch(path, options);
   const text = await response.text();
@@ -14,8 +17,8 @@ async function api(path, options = {}) {
   try { body = text ? JSON.parse(text) : null; } catch { body = null; }
   if (!response.ok) {
     const err = body && body.error ? body.error : null;
-    const message = err ? err.message + (err.param ? ` (field: ${err.param})` : '')
-                        : `HTTP ${response.status}: ${text.slice(0, 200)}`;
+    const message = err && err.message ? err.message + (err.param ? ` (field: ${err.param})` : '')
+                                       : `HTTP ${response.status}: ${text.slice(0, 200) || response.statusText}`;
     throw new Error(message);
   }
   return body;
@@ -30,60 +33,98 @@ function showError(message) {
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
-    if (k === 'class') node.className = v; else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+    if (v === undefined || v === null) continue;
+    if (k === 'class') node.className = v;
+    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v);
   }
-  for (const c of children) node.append(c);
+  node.append(...children.filter((c) => c !== null && c !== undefined));
   return node;
+}
+
+// Result URLs are absolute with the Host the request used; on this server, load them by path so
+// that they stay same-origin behind a proxy (the page's CSP allows only this origin).
+function fileUrl(url) {
+  try {
+    const u = new URL(url, location.href);
+    return u.pathname.startsWith('/v1/files/') ? u.pathname + u.search : url;
+  } catch { return url; }
+}
+
+// "model · 32x32 · 8 steps · euler · seed 7 · cfg 4" from a job's `request`.
+function describe(model, r = {}) {
+  return [model, r.mode && r.mode !== 'generate' ? r.mode : null, r.size,
+    r.steps !== undefined ? `${r.steps} steps` : null, r.sampler,
+    r.seed !== undefined ? `seed ${r.seed}` : null,
+    r.guidance_scale !== undefined ? `cfg ${r.guidance_scale}` : null,
+    r.image_guidance_scale !== undefined && r.mode === 'edit' ? `image cfg ${r.image_guidance_scale}` : null,
+    r.strength !== undefined && r.mode === 'img2img' ? `strength ${r.strength}` : null,
+    r.n > 1 ? `n ${r.n}` : null].filter((x) => x !== null && x !== undefined).join(' · ');
 }
 
 // ---- Views -----------------------------------------------------------------------------------
 
+const VIEWS = ['create', 'gallery', 'dashboard'];
+
 function showView(name) {
-  for (const tab of document.querySelectorAll('.tab')) tab.classList.toggle('active', tab.dataset.view === name);
+  for (const tab of document.querySelectorAll('.tab')) {
+    const active = tab.dataset.view === name;
+    tab.classList.toggle('active', active);
+    tab.setAttribute('aria-selected', String(active));
+  }
   for (const view of document.querySelectorAll('.view')) view.hidden = view.id !== `view-${name}`;
   if (name === 'gallery') loadGallery();
-  if (name === 'dashboard') scrape();
-  history.replaceState(null, '', name === 'create' ? '/' : `/#${name}`);
+  if (name === 'dashboard') showDashboard();
+  const hash = name === 'create' ? '' : `#${name}`;
+  if (location.hash !== hash) history.replaceState(null, '', location.pathname + hash);
 }
 
 // ---- Models and the form ---------------------------------------------------------------------
 
 async function loadModels() {
   try {
-    const body = await api('/v1/models');
-    state.models = body.data || [];
+    state.models = (await api('/v1/models')).data || [];
   } catch (e) {
     showError(`Cannot list models: ${e.message}`);
-    return;
   }
-  const select = $('model');
-  select.replaceChildren(...state.models.map((m) => el('option', { value: m.id }, m.id)));
-  const preferred = state.models.find((m) => m.id === 'tiny-shapes');
-  if (preferred) select.value = preferred.id;
+  $('model').replaceChildren(...state.models.map((m) => el('option', { value: m.id }, m.id)));
+  if (state.models.some((m) => m.id === 'tiny-shapes')) $('model').value = 'tiny-shapes';
   onModelChange();
 }
 
 function currentModel() { return state.models.find((m) => m.id === $('model').value); }
 
 function onModelChange() {
-  const model = currentModel();
-  const sizes = (model && model.sizes) || [];
-  $('size').replaceChildren(...sizes.map((s) => el('option', { value: s }, s)));
-  const d = (model && model.defaults) || {};
-  $('steps').placeholder = d.steps ? `default ${d.steps}` : 'default';
-  $('guidance').placeholder = d.guidance_scale !== undefined ? `default ${d.guidance_scale}` : 'default';
-  $('image-guidance').placeholder = d.image_guidance_scale !== undefined ? `default ${d.image_guidance_scale}` : 'default';
-  const canEdit = !model || !model.tasks || model.tasks.includes('edit');
+  const model = currentModel() || {};
+  const sizes = model.sizes || [];
+  // A model that lists no sizes leaves the choice to the server's default.
+  $('size').replaceChildren(...(sizes.length ? sizes : ['']).map((s) => el('option', { value: s }, s || 'model default')));
+  const d = model.defaults || {};
+  const hint = (id, v) => { $(id).placeholder = v !== undefined ? `default ${v}` : 'default'; };
+  hint('steps', d.steps);
+  hint('guidance', d.guidance_scale);
+  hint('image-guidance', d.image_guidance_scale);
+  $('sampler').options[0].textContent = d.sampler ? `default (${d.sampler})` : 'model default';
+  $('model-description').textContent = model.description || '';
+  const canEdit = !model.tasks || model.tasks.includes('edit') || model.tasks.includes('img2img');
   $('mode-edit').disabled = !canEdit;
+  if (!canEdit && editing()) { $('mode-generate').checked = true; onModeChange(); }
 }
 
-function editing() { return document.querySelector('input[name=mode]:checked').value === 'edit'; }
+function editing() { return $('mode-edit').checked; }
 
 function onModeChange() {
   $('form').classList.toggle('editing', editing());
   $('prompt-label').textContent = editing() ? 'Instruction' : 'Prompt';
+  $('prompt').placeholder = editing() ? 'make the circle green' : 'a red circle on a white background';
   $('submit').textContent = editing() ? 'Edit' : 'Generate';
+}
+
+function onEditKindChange() {
+  const model = currentModel() || {};
+  const kind = $('edit-kind').value || (model.tasks && !model.tasks.includes('edit') ? 'img2img' : 'edit');
+  document.querySelector('.kind-edit').hidden = kind !== 'edit';
+  document.querySelector('.kind-img2img').hidden = kind !== 'img2img';
 }
 
 function setSource(dataUrl, name) {
@@ -102,22 +143,31 @@ function readFile(file) {
   });
 }
 
-// The job request from the form; only fields the person set are sent, so the model's defaults
-// apply to the rest and the server validates everything.
+async function useFile(file) {
+  if (!file) return;
+  try { setSource(await readFile(file), file.name); } catch (e) { showError(`Cannot read ${file.name}: ${e.message}`); }
+}
+
+// The job request from the form. Only fields the person set are sent, so the model's defaults
+// apply to the rest; values are sent as typed and the server says what is out of range.
 function buildRequest() {
   const body = { model: $('model').value, prompt: $('prompt').value };
-  const number = (id) => ($(id).value === '' ? undefined : Number($(id).value));
-  const fields = { steps: number('steps'), guidance_scale: number('guidance'), seed: number('seed'), n: number('n') };
-  for (const [k, v] of Object.entries(fields)) if (v !== undefined) body[k] = v;
-  if ($('size').value) body.size = $('size').value;
-  if ($('sampler').value) body.sampler = $('sampler').value;
+  const number = (id) => ($(id).value.trim() === '' ? undefined : Number($(id).value));
+  const set = (key, value) => { if (value !== undefined && value !== '') body[key] = value; };
+  set('steps', number('steps'));
+  set('guidance_scale', number('guidance'));
+  set('seed', number('seed'));
+  set('n', number('n'));
+  set('size', $('size').value);
+  set('sampler', $('sampler').value);
   if (editing()) {
     if (!state.source) throw new Error('Choose an image to edit: upload one or pick one in the gallery.');
     body.image = state.source;
-    const ig = number('image-guidance');
-    if (ig !== undefined) body.image_guidance_scale = ig;
-  } else if ($('negative-prompt').value) {
-    body.negative_prompt = $('negative-prompt').value;
+    set('mode', $('edit-kind').value);
+    if (!document.querySelector('.kind-edit').hidden) set('image_guidance_scale', number('image-guidance'));
+    if (!document.querySelector('.kind-img2img').hidden) set('strength', number('strength'));
+  } else {
+    set('negative_prompt', $('negative-prompt').value);
   }
   return body;
 }
@@ -144,67 +194,103 @@ async function submit(event) {
 
 function renderJob(job) {
   state.job = job;
-  $('job').hidden = false;
+  $('job-empty').hidden = true;
+  const box = $('job');
+  box.hidden = false;
+  box.dataset.state = job.state;
   $('job-id').textContent = job.id;
-  const s = $('job-state');
-  s.textContent = job.state;
-  s.className = `state ${job.state}`;
+  const badge = $('job-state');
+  badge.textContent = job.state;
+  badge.className = `state ${job.state}`;
+  $('job-params').textContent = describe(job.model, job.request);
   const p = job.progress || {};
-  const fraction = p.num_steps ? p.step / p.num_steps : (job.state === 'succeeded' ? 1 : 0);
-  $('progress-bar').style.width = `${Math.round(fraction * 100)}%`;
+  const fraction = job.state === 'succeeded' ? 1 : p.num_steps ? p.step / p.num_steps : 0;
+  const bar = $('progress-bar');
+  bar.classList.toggle('final', FINAL.has(job.state));
+  bar.style.width = `${Math.round(fraction * 100)}%`;
+  $('progress').setAttribute('aria-valuenow', String(Math.round(fraction * 100)));
   const parts = [];
   if (p.num_steps) parts.push(`step ${p.step} / ${p.num_steps}`);
-  if (job.state === 'queued' && job.queue_position !== undefined) parts.push(`${job.queue_position} ahead`);
-  if (job.eta_seconds !== undefined && job.eta_seconds !== null && !isFinal(job.state)) parts.push(`ETA ${job.eta_seconds.toFixed(1)} s`);
-  if (job.error) parts.push(`error: ${job.error.message || job.error}`);
+  if (job.state === 'queued' && Number.isFinite(job.queue_position)) parts.push(`${job.queue_position} ahead in the queue`);
+  if (Number.isFinite(job.eta_seconds) && !FINAL.has(job.state)) parts.push(`about ${job.eta_seconds.toFixed(1)} s left`);
+  if (FINAL.has(job.state) && job.finished_at && job.created_at) parts.push(`took ${(job.finished_at - job.created_at).toFixed(2)} s`);
   $('progress-text').textContent = parts.join(' · ');
-  $('cancel').disabled = isFinal(job.state);
+  const err = $('job-error');
+  err.hidden = !(job.error || job.state === 'cancelled');
+  const why = job.error ? job.error.message || JSON.stringify(job.error) : '';
+  err.textContent = job.state === 'cancelled' ? `Cancelled${why ? `: ${why}` : ''}. No images were made.`
+                                              : `Failed: ${why}${job.error && job.error.code ? ` (${job.error.code})` : ''}`;
+  $('cancel').disabled = FINAL.has(job.state) || state.cancelling === job.id;
+  if (FINAL.has(job.state)) $('preview-box').hidden = true;
   if (job.state === 'succeeded') {
-    $('preview').hidden = true;
     $('results').replaceChildren(...(job.data || []).map((d, i) =>
-      el('img', { src: d.url, alt: `result ${i}`, class: 'result' })));
+      el('a', { href: fileUrl(d.url), target: '_blank', rel: 'noopener', title: `image ${i}, seed ${d.seed ?? ''}` },
+         el('img', { src: fileUrl(d.url), alt: `result ${i + 1} of ${job.data.length}`, class: 'result' }))));
   }
 }
 
-function isFinal(s) { return s === 'succeeded' || s === 'failed' || s === 'cancelled'; }
-
 function follow(job) {
   if (state.events) state.events.close();
+  state.cancelling = null;
   $('results').replaceChildren();
-  $('preview').hidden = true;
+  $('preview-box').hidden = true;
+  const box = $('job');
+  box.dataset.previews = '0';
+  box.dataset.seen = '';
   renderJob(job);
-  const events = new EventSource(`/v1/jobs/${job.id}/events?previews=1`);
+  const events = new EventSource(`/v1/jobs/${encodeURIComponent(job.id)}/events?previews=1`);
   state.events = events;
+  const seen = (name) => { if (!box.dataset.seen.split(' ').includes(name)) box.dataset.seen = `${box.dataset.seen} ${name}`.trim(); };
   const onState = (e) => {
     const j = JSON.parse(e.data);
+    seen(j.state);
     renderJob(j);
-    if (isFinal(j.state)) {
+    if (FINAL.has(j.state)) {
       events.close();
       if (j.state === 'succeeded') loadGallery();
     }
   };
-  for (const name of ['queued', 'running', 'succeeded', 'failed', 'cancelled']) events.addEventListener(name, onState);
+  for (const name of ['queued', 'running', ...FINAL]) events.addEventListener(name, onState);
   events.addEventListener('progress', (e) => {
     const p = JSON.parse(e.data);
+    if (p.id !== state.job.id || FINAL.has(state.job.state)) return;
+    seen('progress');
     renderJob({ ...state.job, state: 'running', progress: { step: p.step, num_steps: p.num_steps } });
-    if (p.preview) { $('preview').src = p.preview; $('preview').hidden = false; }
-  });
-  events.addEventListener('end', () => events.close());
-  events.onerror = () => {
-    // The stream ended (server restart or network): fall back to one poll.
-    if (events.readyState === EventSource.CLOSED && !isFinal(state.job.state)) {
-      api(`/v1/jobs/${job.id}`).then(renderJob).catch((e) => showError(e.message));
+    if (p.preview) {
+      $('preview').src = p.preview;
+      $('preview-box').hidden = false;
+      box.dataset.previews = String(Number(box.dataset.previews) + 1);
     }
+  });
+  // The server is shutting down: the job goes on after a restart; poll it once for its state.
+  events.addEventListener('end', () => { events.close(); refreshJob(job.id); });
+  events.onerror = () => {
+    if (events.readyState === EventSource.CLOSED && state.job && !FINAL.has(state.job.state)) refreshJob(job.id);
   };
 }
 
-async function cancel() {
-  if (!state.job) return;
+async function refreshJob(id) {
   try {
-    await api(`/v1/jobs/${state.job.id}`, { method: 'DELETE' });
-    renderJob(await api(`/v1/jobs/${state.job.id}`));
+    const j = await api(`/v1/jobs/${encodeURIComponent(id)}`);
+    if (state.job && state.job.id === id) renderJob(j);
+  } catch (e) { showError(e.message); }
+}
+
+async function cancel() {
+  const job = state.job;
+  if (!job) return;
+  state.cancelling = job.id;
+  $('cancel').disabled = true;
+  try {
+    await api(`/v1/jobs/${encodeURIComponent(job.id)}`, { method: 'DELETE' });
+    // Queued jobs are cancelled at once; running ones stop at the next step and the final state
+    // arrives as an event. Read it back so the page does not depend on the stream.
+    const now = await api(`/v1/jobs/${encodeURIComponent(job.id)}`);
+    if (state.job && state.job.id === job.id && !FINAL.has(state.job.state)) renderJob(now);
   } catch (e) {
     showError(e.message);
+    state.cancelling = null;
+    if (state.job) renderJob(state.job);
   }
 }
 
@@ -212,166 +298,90 @@ async function cancel() {
 
 async function loadGallery() {
   let body;
-  try { body = await api('/v1/jobs?state=succeeded&limit=24'); } catch (e) { showError(e.message); return; }
+  try { body = await api('/v1/jobs?state=succeeded&limit=24'); } catch (e) { showError(`Gallery: ${e.message}`); return; }
   const cards = (body.data || []).map((job) => {
     const r = job.request || {};
-    const params = [`${job.model}`, r.size, `${r.steps} steps`, r.sampler, `seed ${r.seed}`,
-                    r.guidance_scale !== undefined ? `cfg ${r.guidance_scale}` : null].filter(Boolean).join(' · ');
-    const images = (job.data || []).map((d) => el('img', { src: d.url, alt: r.prompt || job.id, loading: 'lazy' }));
-    const editButton = el('button', {
-      type: 'button', class: 'edit-this',
-      onclick: () => pickForEdit(job.data[0].url, r.prompt || job.id),
-    }, 'Edit this');
-    return el('div', { class: 'card', 'data-job': job.id }, ...images,
-              el('div', { class: 'prompt' }, r.prompt || '(no prompt)'), el('div', { class: 'params' }, params), editButton);
+    const label = r.prompt || job.id;
+    const images = (job.data || []).slice(0, 4).map((d, i) => el('button', {
+      type: 'button', class: 'thumb', title: 'Edit this image',
+      onclick: () => pickForEdit(d.url, `${label} (#${i + 1})`),
+    }, el('img', { src: fileUrl(d.url), alt: `${label} #${i + 1}`, loading: 'lazy' })));
+    const took = job.finished_at && job.created_at ? `${(job.finished_at - job.created_at).toFixed(2)} s` : null;
+    const when = job.created_at ? new Date(job.created_at * 1000).toLocaleTimeString() : null;
+    return el('article', { class: 'card', 'data-job': job.id, 'data-testid': 'gallery-card' },
+      el('div', { class: `thumbs count-${Math.min(images.length, 4)}` }, ...images),
+      el('div', { class: 'prompt' }, r.prompt || '(no prompt)'),
+      el('div', { class: 'params' }, describe(job.model, r)),
+      el('div', { class: 'meta' }, [when, took, job.data.length > 4 ? `${job.data.length} images, 4 shown` : null].filter(Boolean).join(' · ')),
+      el('div', { class: 'card-actions' },
+        el('button', { type: 'button', class: 'edit-this', onclick: () => pickForEdit(job.data[0].url, label) }, 'Edit'),
+        el('button', { type: 'button', class: 'reuse', onclick: () => reuse(job) }, 'Reuse settings')));
   });
   $('gallery').replaceChildren(...cards);
-  if (!cards.length) $('gallery').append(el('p', { class: 'muted' }, 'No finished jobs yet.'));
+  if (!cards.length) $('gallery').append(el('p', { class: 'muted' }, 'No finished jobs yet: create one.'));
+  // The newest images on the Create view; a click picks one for editing.
+  const recent = (body.data || []).flatMap((job) => (job.data || []).map((d) => ({ job, d }))).slice(0, 12);
+  $('recent').replaceChildren(...recent.map(({ job, d }) => el('button', {
+    type: 'button', class: 'thumb', title: `${(job.request || {}).prompt || job.id}: click to edit`,
+    onclick: () => pickForEdit(d.url, (job.request || {}).prompt || job.id),
+  }, el('img', { src: fileUrl(d.url), alt: (job.request || {}).prompt || job.id, loading: 'lazy' }))));
+  if (!recent.length) $('recent').append(el('p', { class: 'muted' }, 'Nothing yet.'));
 }
 
 async function pickForEdit(url, label) {
   try {
-    const blob = await (await fetch(url)).blob();
-    setSource(await readFile(blob), `from the gallery: ${label}`);
+    const response = await fetch(fileUrl(url));
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    setSource(await readFile(await response.blob()), `from the gallery: ${label}`);
+    $('image-file').value = '';
   } catch (e) {
     showError(`Cannot load that image: ${e.message}`);
     return;
   }
-  document.querySelector('input[name=mode][value=edit]').checked = true;
+  $('mode-edit').checked = true;
+  onModeChange();
+  showView('create');
+  $('prompt').value = '';
+  $('prompt').focus();
+}
+
+// Puts a finished job's parameters back into the form.
+function reuse(job) {
+  const r = job.request || {};
+  if (state.models.some((m) => m.id === job.model)) { $('model').value = job.model; onModelChange(); }
+  $('prompt').value = r.prompt || '';
+  $('negative-prompt').value = r.negative_prompt || '';
+  if (r.size) $('size').value = r.size;
+  for (const [id, v] of [['steps', r.steps], ['guidance', r.guidance_scale], ['seed', r.seed], ['n', r.n]]) $(id).value = v ?? '';
+  $('sampler').value = [...$('sampler').options].some((o) => o.value === r.sampler) ? r.sampler : '';
+  $('mode-generate').checked = true;
   onModeChange();
   showView('create');
 }
 
-// ---- Dashboard -------------------------------------------------------------------------------
-
-// Prometheus text format -> [{name, labels, value}].
-function parseMetrics(text) {
-  const out = [];
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const m = line.match(/^([a-zA-Z_:][\w:]*)(\{(.*)\})?\s+(\S+)/);
-    if (!m) continue;
-    const labels = {};
-    if (m[3]) for (const l of m[3].matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2];
-    out.push({ name: m[1], labels, value: Number(m[4]) });
-  }
-  return out;
-}
-
-const sum = (samples, name, filter = () => true) =>
-  samples.filter((s) => s.name === name && filter(s.labels)).reduce((a, s) => a + s.value, 0);
-
-// p-quantile from cumulative bucket deltas (upper bound of the bucket that holds it).
-function quantile(buckets, q) {
-  const total = buckets.length ? buckets[buckets.length - 1].count : 0;
-  if (total <= 0) return null;
-  for (const b of buckets) if (b.count >= q * total) return Number.isFinite(b.le) ? b.le : null;
-  return null;
-}
-
-function latencyBuckets(samples) {
-  const byLe = new Map();
-  for (const s of samples) {
-    if (s.name !== 'kiln_request_duration_seconds_bucket') continue;
-    const le = s.labels.le === '+Inf' ? Infinity : Number(s.labels.le);
-    byLe.set(le, (byLe.get(le) || 0) + s.value);
-  }
-  return [...byLe.entries()].sort((a, b) => a[0] - b[0]).map(([le, count]) => ({ le, count }));
-}
-
-async function scrape() {
-  let text, scale;
-  try {
-    const response = await fetch('/metrics');
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    text = await response.text();
-    scale = await api('/v1/autoscale').catch(() => null);
-  } catch (e) {
-    $('dashboard-status').textContent = `Cannot read /metrics: ${e.message}`;
-    return;
-  }
-  const now = performance.now() / 1000;
-  const samples = parseMetrics(text);
-  const models = [...new Set(samples.filter((s) => s.name === 'kiln_replicas').map((s) => s.labels.model))];
-  const desired = new Map(((scale && scale.models) || []).map((m) => [m.model, m.desired_replicas]));
-  $('models-table').querySelector('tbody').replaceChildren(...models.map((model) => {
-    const of = (s) => s.model === model;
-    return el('tr', { 'data-model': model },
-      el('td', {}, model),
-      el('td', {}, sum(samples, 'kiln_model_ready', of) ? 'yes' : 'no'),
-      el('td', { class: 'replicas' }, String(sum(samples, 'kiln_replicas', of))),
-      el('td', {}, String(sum(samples, 'kiln_queue_depth', of))),
-      el('td', {}, String(sum(samples, 'kiln_requests_running', of))),
-      el('td', {}, sum(samples, 'kiln_queue_backlog_seconds', of).toFixed(2)),
-      el('td', {}, desired.has(model) ? String(desired.get(model)) : '—'));
-  }));
-  const images = sum(samples, 'kiln_images_total');
-  const buckets = latencyBuckets(samples);
-  const prev = state.lastScrape;
-  if (prev) {
-    const dt = now - prev.time;
-    const delta = buckets.map((b, i) => ({ le: b.le, count: b.count - ((prev.buckets[i] || {}).count || 0) }));
-    state.history.push({
-      throughput: dt > 0 ? Math.max(0, images - prev.images) / dt : 0,
-      p50: quantile(delta, 0.5), p95: quantile(delta, 0.95),
-    });
-    if (state.history.length > 60) state.history.shift();
-  }
-  state.lastScrape = { time: now, images, buckets };
-  drawChart($('chart-throughput'), [state.history.map((h) => h.throughput)], ['#ff7a2f'], 1);
-  drawChart($('chart-latency'), [state.history.map((h) => h.p50), state.history.map((h) => h.p95)],
-            ['#3fb950', '#d29922'], 0.01);
-  $('dashboard-status').textContent = `Updated ${new Date().toLocaleTimeString()} · ${models.length} models · ` +
-    `${sum(samples, 'kiln_http_requests_total')} HTTP requests served`;
-}
-
-// `floor`: the smallest top of the scale, so that an idle server draws a flat line, not noise.
-function drawChart(canvas, series, colors, floor) {
-  const ctx = canvas.getContext('2d');
-  const w = canvas.width, h = canvas.height, pad = 28;
-  ctx.clearRect(0, 0, w, h);
-  const values = series.flat().filter((v) => v !== null && Number.isFinite(v));
-  const max = Math.max(floor, ...values) * 1.1;
-  ctx.strokeStyle = '#2a313b';
-  ctx.fillStyle = '#8d96a3';
-  ctx.font = '11px system-ui';
-  for (let i = 0; i <= 4; i++) {
-    const y = pad / 2 + (h - pad) * (i / 4);
-    ctx.beginPath(); ctx.moveTo(pad, y); ctx.lineTo(w - 4, y); ctx.stroke();
-    ctx.fillText((max * (1 - i / 4)).toPrecision(2), 2, y + 4);
-  }
-  series.forEach((points, k) => {
-    ctx.strokeStyle = colors[k];
-    ctx.lineWidth = 2;
-    ctx.beginPath();
-    let started = false;
-    points.forEach((v, i) => {
-      if (v === null || !Number.isFinite(v)) { started = false; return; }
-      const x = pad + (w - pad - 4) * (i / 59);
-      const y = pad / 2 + (h - pad) * (1 - v / max);
-      if (started) ctx.lineTo(x, y); else { ctx.moveTo(x, y); started = true; }
-    });
-    ctx.stroke();
-  });
-}
-
 // ---- Start -----------------------------------------------------------------------------------
 
-function start() {
+async function start() {
   for (const tab of document.querySelectorAll('.tab')) tab.addEventListener('click', () => showView(tab.dataset.view));
   for (const radio of document.querySelectorAll('input[name=mode]')) radio.addEventListener('change', onModeChange);
-  $('model').addEventListener('change', onModelChange);
+  $('model').addEventListener('change', () => { onModelChange(); onEditKindChange(); });
+  $('edit-kind').addEventListener('change', onEditKindChange);
   $('form').addEventListener('submit', submit);
   $('cancel').addEventListener('click', cancel);
   $('refresh-gallery').addEventListener('click', loadGallery);
-  $('image-file').addEventListener('change', async (e) => {
-    const file = e.target.files[0];
-    if (file) setSource(await readFile(file), file.name);
-  });
-  loadModels();
+  $('image-file').addEventListener('change', (e) => useFile(e.target.files[0]));
+  const drop = $('drop-zone');
+  drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
+  drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+  drop.addEventListener('drop', (e) => { e.preventDefault(); drop.classList.remove('over'); useFile(e.dataTransfer.files[0]); });
+  window.addEventListener('hashchange', () => showView(VIEWS.includes(location.hash.slice(1)) ? location.hash.slice(1) : 'create'));
   const initial = location.hash.slice(1);
-  showView(['gallery', 'dashboard'].includes(initial) ? initial : 'create');
-  setInterval(() => { if (!$('view-dashboard').hidden) scrape(); }, 2000);
+  showView(VIEWS.includes(initial) ? initial : 'create');
+  await loadModels();
+  onEditKindChange();
+  loadGallery();
+  startDashboard(state.models.map((m) => m.id));
+  document.body.dataset.ready = 'true';
 }
 
 start();
