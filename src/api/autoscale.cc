@@ -9,24 +9,24 @@
 
 namespace kiln::api {
 
-absl::StatusOr<std::vector<ModelScale>> ComputeScale(const ApiContext& ctx) {
+std::vector<ModelScale> ComputeScale(const ApiContext& ctx) {
   std::vector<ModelScale> out;
   if (!ctx.scheduler) return out;
   for (const sched::ModelLoad& load : ctx.scheduler->Loads()) {
     ModelScale m;
-    m.model = load.model;
-    m.replicas = load.replicas;
+    m.load = load;
     m.work.queued = load.waiting_sync;
     m.work.queued_seconds = load.waiting_sync_seconds;
     m.work.running = load.held - load.waiting_sync;
     m.work.running_seconds = load.running_remaining_seconds;
     if (ctx.queue) {
-      absl::StatusOr<queue::ModelBacklog> backlog = ctx.queue->Backlog(load.model);
-      if (!backlog.ok()) return backlog.status();
-      m.work.queued += backlog->queued;
-      m.work.queued_seconds += backlog->queued_cost;
-      // Claimed jobs are in `held` already; jobs running elsewhere (other workers) are not.
-      m.work.running = std::max(m.work.running, backlog->running);
+      m.backlog = ctx.queue->Backlog(load.model);
+      if (m.backlog.ok()) {
+        m.work.queued += m.backlog->queued;
+        m.work.queued_seconds += m.backlog->queued_cost;
+        // Claimed jobs are in `held` already; jobs running elsewhere (other workers) are not.
+        m.work.running = std::max(m.work.running, m.backlog->running);
+      }
     }
     m.desired = scale::DesiredReplicas(ctx.autoscale, m.work);
     out.push_back(std::move(m));
@@ -36,21 +36,23 @@ absl::StatusOr<std::vector<ModelScale>> ComputeScale(const ApiContext& ctx) {
 
 http::Response HandleAutoscale(const ApiContext& ctx, const http::Request& req) {
   if (auto s = CheckQuery(req, {}); !s.ok()) return ErrorResponse(s);
-  absl::StatusOr<std::vector<ModelScale>> models = ComputeScale(ctx);
-  if (!models.ok()) return ErrorResponse(models.status());
+  const std::vector<ModelScale> models = ComputeScale(ctx);
+  for (const ModelScale& m : models) {
+    if (!m.backlog.ok()) return ErrorResponse(m.backlog.status());
+  }
   nlohmann::json list = nlohmann::json::array();
   int total = 0;
   double backlog = 0;
-  for (const ModelScale& m : *models) {
+  for (const ModelScale& m : models) {
     total += m.desired;
     backlog += m.work.queued_seconds + m.work.running_seconds;
-    list.push_back({{"model", m.model},
+    list.push_back({{"model", m.load.model},
                     {"backlog_seconds", m.work.queued_seconds + m.work.running_seconds},
                     {"queued_seconds", m.work.queued_seconds},
                     {"running_seconds", m.work.running_seconds},
                     {"queued", m.work.queued},
                     {"running", m.work.running},
-                    {"replicas", m.replicas},
+                    {"replicas", m.load.replicas},
                     {"desired_replicas", m.desired}});
   }
   nlohmann::json body = {{"object", "autoscale"},

@@ -17,14 +17,15 @@ http::Response HandleListModels(const ApiContext& ctx, const http::Request& req)
 http::Response HandleGetModel(const ApiContext& ctx, const std::string& id);
 http::Response HandleHealthz(const ApiContext& ctx, const http::Request& req);
 http::Response HandleReadyz(const ApiContext& ctx, const http::Request& req);
-// One model's autoscaling inputs and answer.
+// One model's load as this process and the durable queue see it, and the autoscaling answer:
+// read once per scrape or /v1/autoscale call.
 struct ModelScale {
-  std::string model;
-  int replicas = 0;
+  sched::ModelLoad load;
+  absl::StatusOr<queue::ModelBacklog> backlog = queue::ModelBacklog{};  // error: queue unreadable
   scale::ModelWork work;
   int desired = 0;
 };
-absl::StatusOr<std::vector<ModelScale>> ComputeScale(const ApiContext& ctx);
+std::vector<ModelScale> ComputeScale(const ApiContext& ctx);
 http::Response HandleAutoscale(const ApiContext& ctx, const http::Request& req);
 http::Response HandleMetrics(const ApiContext& ctx, const http::Request& req);
 // Counts every answered request in kiln_http_requests_total and its latency histogram, and

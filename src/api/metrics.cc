@@ -15,22 +15,21 @@ void CollectServingMetrics(const ApiContext& ctx) {
     m.model_ready.With({e.name}).Set(e.status.ok() ? 1 : 0);
     m.model_load_seconds.With({e.name}).Set(e.load_seconds);
   }
-  if (!ctx.scheduler) return;
-  if (absl::StatusOr<std::vector<ModelScale>> scale = ComputeScale(ctx); scale.ok()) {
-    for (const ModelScale& s : *scale) {
-      m.autoscale_desired.With({s.model}).Set(s.desired);
-      m.autoscale_backlog.With({s.model}).Set(s.work.queued_seconds + s.work.running_seconds);
-    }
-  }
   const std::string interactive(queue::PriorityClassName(queue::PriorityClass::kInteractive));
-  for (const sched::ModelLoad& load : ctx.scheduler->Loads()) {
+  // One read of the scheduler and the queue serves the autoscaling and the queue gauges.
+  for (ModelScale& s : ComputeScale(ctx)) {
+    const sched::ModelLoad& load = s.load;
     const std::string& model = load.model;
     m.replicas.With({model}).Set(load.replicas);
     m.requests_running.With({model}).Set(load.running);
     m.queue_depth.With({model, interactive}).Set(load.waiting_sync);
     m.queue_backlog.With({model, interactive}).Set(load.waiting_sync_seconds);
+    if (s.backlog.ok()) {
+      m.autoscale_desired.With({model}).Set(s.desired);
+      m.autoscale_backlog.With({model}).Set(s.work.queued_seconds + s.work.running_seconds);
+    }
     if (!ctx.queue) continue;
-    absl::StatusOr<queue::ModelBacklog> backlog = ctx.queue->Backlog(model);
+    absl::StatusOr<queue::ModelBacklog>& backlog = s.backlog;
     absl::StatusOr<std::map<queue::JobState, int>> states = ctx.queue->StateCounts(model);
     if (!backlog.ok() || !states.ok()) {
       log::Warn("metrics: cannot read the queue",
