@@ -52,7 +52,7 @@ Result Run(kiln::engine::ModelRepository* repo, const std::string& model,
   o.max_batch_rows = max_rows;  // the bench measures queueing; admission would cut it short
   kiln::sched::Scheduler scheduler(repo, nullptr, nullptr, o);
   if (!scheduler.Start().ok()) std::abort();
-  const kiln::engine::ModelSpec& spec = (*repo->Find(model))->spec();
+  const kiln::engine::ModelSpec& spec = **repo->Find(model);
   const size_t n = arrivals.size();
   std::vector<double> latency(n), finished_at(n);
   absl::BlockingCounter done(static_cast<int>(n));
@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "cannot load %s from %s\n", model.c_str(), argv[1]);
     return 1;
   }
-  const auto& sizes = (*(*repo)->Find(model))->spec().sizes;
+  const auto& sizes = (**(*repo)->Find(model)).sizes;
   std::mt19937 rng(7);
   std::exponential_distribution<double> gap(rate);
   std::uniform_int_distribution<int> steps(4, 50);
@@ -171,6 +171,6 @@ int main(int argc, char** argv) {
               requests, rate, sizes[0].ToString().c_str());
   if (sizes.size() > 1) std::printf(" and %s (30%%)", sizes[1].ToString().c_str());
   std::printf(", model %s, max batch %d rows\n", model.c_str(),
-              max_rows > 0 ? max_rows : (*(*repo)->Find(model))->spec().max_batch);
+              max_rows > 0 ? max_rows : (**(*repo)->Find(model)).max_batch);
   return 0;
 }

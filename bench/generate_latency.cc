@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
                                   : static_cast<int>(std::thread::hardware_concurrency()));
   auto repo = kiln::engine::ModelRepository::Load(argv[1]);
   if (!repo.ok()) return 1;
-  auto p = (*repo)->Find(argv[2]);
+  auto p = (*repo)->FindPipeline(argv[2]);
   if (!p.ok()) {
     fprintf(stderr, "%s\n", std::string(p.status().message()).c_str());
     return 1;

@@ -1,4 +1,5 @@
-// GET /healthz (the process answers) and GET /readyz (every model folder loaded).
+// GET /healthz (the process answers) and GET /readyz (every model folder loaded, the store and
+// the queue usable).
 #include "api/handlers.h"
 #include "nlohmann/json.hpp"
 
@@ -21,6 +22,10 @@ http::Response HandleReadyz(const ApiContext& ctx, const http::Request&) {
     body["store"] = store.ok() ? nlohmann::json("ready")
                                : nlohmann::json({{"error", std::string(store.message())}});
     ready = ready && store.ok();
+    const absl::Status queue = ctx.dependencies->queue();
+    body["queue"] = queue.ok() ? nlohmann::json("ready")
+                               : nlohmann::json({{"error", std::string(queue.message())}});
+    ready = ready && queue.ok();
   }
   body["status"] = ready ? "ready" : "not_ready";
   if (ctx.models->entries().empty()) body["reason"] = "no model folders found";

@@ -31,6 +31,9 @@ void CollectServingMetrics(const ApiContext& ctx) {
     if (!ctx.queue) continue;
     absl::StatusOr<queue::ModelBacklog>& backlog = s.backlog;
     absl::StatusOr<std::map<queue::JobState, int>> states = ctx.queue->StateCounts(model);
+    // A distributed queue does not count jobs by state (that would read every record).
+    const bool counted = !absl::IsUnimplemented(states.status());
+    if (!counted) states = std::map<queue::JobState, int>{};
     if (!backlog.ok() || !states.ok()) {
       log::Warn("metrics: cannot read the queue",
                 {{"model", model},
@@ -42,6 +45,7 @@ void CollectServingMetrics(const ApiContext& ctx) {
       m.queue_depth.With({model, name}).Set(backlog->queued_by_class[c]);
       m.queue_backlog.With({model, name}).Set(backlog->queued_cost_by_class[c]);
     }
+    if (!counted) continue;
     for (queue::JobState s :
          {queue::JobState::kQueued, queue::JobState::kRunning, queue::JobState::kSucceeded,
           queue::JobState::kFailed, queue::JobState::kCancelled}) {

@@ -34,7 +34,7 @@ nlohmann::json ModelJson(const engine::ModelSpec& spec) {
 http::Response HandleListModels(const ApiContext& ctx, const http::Request&) {
   nlohmann::json data = nlohmann::json::array();
   for (const auto& e : ctx.models->entries()) {
-    if (e.status.ok()) data.push_back(ModelJson(e.pipeline->spec()));
+    if (e.status.ok()) data.push_back(ModelJson(e.spec));
   }
   return http::Response::Json(200, nlohmann::json{{"object", "list"}, {"data", data}}.dump());
 }
@@ -42,7 +42,7 @@ http::Response HandleListModels(const ApiContext& ctx, const http::Request&) {
 http::Response HandleGetModel(const ApiContext& ctx, const std::string& id) {
   auto p = ctx.models->Find(id);
   if (!p.ok()) return ErrorResponse(p.status());
-  return http::Response::Json(200, ModelJson((*p)->spec()).dump());
+  return http::Response::Json(200, ModelJson(**p).dump());
 }
 
 }  // namespace kiln::api

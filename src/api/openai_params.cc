@@ -88,11 +88,11 @@ absl::StatusOr<ImageRequest> ParseCommon(const FieldSource& f,
   KILN_ASSIGN_OR_RETURN(std::optional<std::string> model, f.String("model"));
   if (model && !model->empty()) {
     if (model->size() > 256) return InvalidField("model", "'model' is too long");
-    KILN_ASSIGN_OR_RETURN(out.pipeline, models.Find(*model));
+    KILN_ASSIGN_OR_RETURN(out.spec, models.Find(*model));
   } else {
-    KILN_ASSIGN_OR_RETURN(out.pipeline, models.Default());
+    KILN_ASSIGN_OR_RETURN(out.spec, models.Default());
   }
-  const engine::ModelSpec& spec = out.pipeline->spec();
+  const engine::ModelSpec& spec = *out.spec;
   out.model = spec.name;
 
   KILN_ASSIGN_OR_RETURN(std::optional<std::string> size, f.String("size"));
@@ -153,7 +153,7 @@ absl::StatusOr<ImageRequest> ParseCommon(const FieldSource& f,
 
 // The input image (out.image_bytes) and how it conditions the request: mode edit|img2img.
 absl::Status ParseConditioning(const FieldSource& fields, ImageRequest& out) {
-  const engine::ModelSpec& spec = out.pipeline->spec();
+  const engine::ModelSpec& spec = *out.spec;
   auto decoded = engine::DecodeImage(out.image_bytes, {kMaxImageBytes, kMaxImagePixels});
   if (!decoded.ok()) return InvalidField("image", StrCat("'image': ", decoded.status().message()));
 
@@ -288,7 +288,7 @@ absl::StatusOr<ImageRequest> ParseGenerationsRequest(std::string_view json_body,
   JsonFields fields(body);
   KILN_RETURN_IF_ERROR(CheckKnownFields(fields, {}));
   KILN_ASSIGN_OR_RETURN(ImageRequest out, ParseCommon(fields, models));
-  KILN_RETURN_IF_ERROR(engine::CheckRequestForModel(out.generation, out.pipeline->spec()));
+  KILN_RETURN_IF_ERROR(engine::CheckRequestForModel(out.generation, *out.spec));
   return out;
 }
 
@@ -335,7 +335,7 @@ absl::StatusOr<ImageRequest> ParseJobRequest(const nlohmann::json& body,
       }
     }
   }
-  KILN_RETURN_IF_ERROR(engine::CheckRequestForModel(out.generation, out.pipeline->spec()));
+  KILN_RETURN_IF_ERROR(engine::CheckRequestForModel(out.generation, *out.spec));
   return out;
 }
 
@@ -360,7 +360,7 @@ absl::StatusOr<ImageRequest> ParseEditsRequest(const std::vector<http::FormPart>
   if (!image_part) return InvalidField("image", "'image' is required: the image to edit");
   if (images > 1) return InvalidField("image", "exactly one 'image' is supported");
   KILN_ASSIGN_OR_RETURN(ImageRequest out, ParseCommon(fields, models));
-  const engine::ModelSpec& spec = out.pipeline->spec();
+  const engine::ModelSpec& spec = *out.spec;
   out.image_bytes = std::string(image_part->data);
   KILN_RETURN_IF_ERROR(ParseConditioning(fields, out));
   KILN_RETURN_IF_ERROR(engine::CheckRequestForModel(out.generation, spec));

@@ -62,7 +62,7 @@ enum class ResponseFormat { kB64Json, kUrl };
 
 // A validated images request, ready for the engine.
 struct ImageRequest {
-  engine::Pipeline* pipeline = nullptr;
+  const engine::ModelSpec* spec = nullptr;
   std::string model;
   engine::GenerationRequest generation;
   ResponseFormat response_format = ResponseFormat::kB64Json;

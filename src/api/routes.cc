@@ -7,6 +7,15 @@ namespace kiln::api {
 
 http::Router MakeRouter() { return http::Router(RenderHttpError); }
 
+void AddWorkerRoutes(http::Router& router, const ApiContext& ctx) {
+  const ApiContext* c = &ctx;
+  using P = http::PathParams;
+  using R = http::Request;
+  router.Add("GET", "/healthz", [c](const R& r, const P&) { return HandleHealthz(*c, r); });
+  router.Add("GET", "/readyz", [c](const R& r, const P&) { return HandleReadyz(*c, r); });
+  router.Add("GET", "/metrics", [c](const R& r, const P&) { return HandleMetrics(*c, r); });
+}
+
 void AddRoutes(http::Router& router, const ApiContext& ctx) {
   const ApiContext* c = &ctx;
   using P = http::PathParams;

@@ -15,7 +15,8 @@
 
 namespace kiln::api {
 
-// The last known health of what the server depends on beyond its models (the result store).
+// The last known health of what the server depends on beyond its models (the result store, the
+// broker).
 // Updated by a background check; read by /readyz. Thread-safe.
 class Dependencies {
  public:
@@ -27,10 +28,19 @@ class Dependencies {
     absl::MutexLock lock(&mu_);
     return store_;
   }
+  void SetQueue(absl::Status s) {
+    absl::MutexLock lock(&mu_);
+    queue_ = std::move(s);
+  }
+  absl::Status queue() const {
+    absl::MutexLock lock(&mu_);
+    return queue_;
+  }
 
  private:
   mutable absl::Mutex mu_;
   absl::Status store_ ABSL_GUARDED_BY(mu_);
+  absl::Status queue_ ABSL_GUARDED_BY(mu_);
 };
 
 struct ApiContext {
@@ -55,5 +65,7 @@ struct ApiContext {
 http::Router MakeRouter();
 
 void AddRoutes(http::Router& router, const ApiContext& context);
+// A worker's port: /healthz, /readyz and /metrics only (probes and scrapes; no API).
+void AddWorkerRoutes(http::Router& router, const ApiContext& context);
 
 }  // namespace kiln::api

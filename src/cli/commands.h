@@ -12,9 +12,12 @@ struct ServeOptions {
   int port = 8080;
   std::string models = "models";
   std::string data = "data";
-  std::string queue;  // sqlite:///..., amqp://...  (serving core / distributed mode)
-  std::string store;  // file:///..., s3://...
-  std::string role = "all";
+  std::string queue;         // sqlite:///..., amqp://...  (serving core / distributed mode)
+  std::string store;         // file:///..., s3://...
+  std::string role = "all";  // all | gateway | worker
+  std::string worker_id;     // default: host-pid-random
+  int prefetch = 0;          // amqp: unacked jobs per model; 0 = the model's max batch
+  int delivery_limit = 20;   // amqp: x-delivery-limit
   std::string config;
   std::string device = "cpu";
   int threads = 0;  // torch intra-op threads; 0 = all cores

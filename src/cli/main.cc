@@ -13,54 +13,69 @@ int main(int argc, char** argv) {
 
   kiln::cli::ServeOptions serve;
   const kiln::cli::ServeOptions serve_defaults;
+  // `kiln worker` is `kiln serve --role worker`: the same options.
+  auto add_serve_options = [&](CLI::App* cmd) {
+    cmd->add_option("--host", serve.host, "Address to listen on")->capture_default_str();
+    cmd->add_option("--port", serve.port, "Port (0 picks a free one)")->check(CLI::Range(0, 65535));
+    cmd->add_option("--models", serve.models, "Model repository directory");
+    cmd->add_option("--data", serve.data, "Data directory (queue and results)");
+    cmd->add_option("--queue", serve.queue, "Job queue URL (sqlite:///path, amqp://...)");
+    cmd->add_option("--store", serve.store, "Result store URL (file:///dir, s3://bucket/prefix)");
+    cmd->add_option("--role", serve.role, "all | gateway | worker")
+        ->check(CLI::IsMember({"all", "gateway", "worker"}));
+    cmd->add_option("--config", serve.config, "YAML config file");
+    cmd->add_option("--worker-id", serve.worker_id,
+                    "This process's name in job records (default: host-pid-random)");
+    cmd->add_option("--prefetch", serve.prefetch,
+                    "amqp: unacked jobs per model a worker holds (default: the model's max batch)")
+        ->check(CLI::Range(0, 65535));
+    cmd->add_option("--delivery-limit", serve.delivery_limit,
+                    "amqp: deliveries of one job before the broker dead-letters it")
+        ->check(CLI::Range(1, 1000));
+    cmd->add_option("--device", serve.device, "Torch device (cpu, cuda:0)");
+    cmd->add_option("--threads", serve.threads, "Torch intra-op threads (0 = all cores)")
+        ->check(CLI::Range(0, 1024));
+    cmd->add_flag("--log-text", serve.log_text, "Plain-text logs instead of JSON lines");
+    cmd->add_option("--log-level", serve.log_level, "debug | info | warn | error")
+        ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+    cmd->add_option("--replicas", serve.replicas, "Engine replicas per model")
+        ->check(CLI::Range(1, 64));
+    cmd->add_option("--batching", serve.batching, "step (continuous) | request (baseline)")
+        ->check(CLI::IsMember({"step", "request"}));
+    cmd->add_option("--max-attempts", serve.max_attempts, "Attempts per job before it fails")
+        ->check(CLI::Range(1, 100));
+    cmd->add_option("--lease-seconds", serve.lease_seconds, "Job lease without a heartbeat")
+        ->check(CLI::Range(2, 86400));
+    cmd->add_option("--grace-seconds", serve.grace_seconds, "Time to finish running work on stop")
+        ->check(CLI::Range(0, 86400));
+    cmd->add_option("--max-queued-jobs", serve.max_queued_jobs, "Queued jobs per model before 429")
+        ->check(CLI::Range(1, 10000000));
+    cmd->add_option("--autoscale-target-seconds", serve.autoscale_target_seconds,
+                    "Autoscaling: device-seconds of backlog one replica may carry")
+        ->check(CLI::Range(0.001, 1e6));
+    cmd->add_option("--autoscale-min-replicas", serve.autoscale_min_replicas,
+                    "Autoscaling: fewest replicas per model (0 = scale to zero)")
+        ->check(CLI::Range(0, 10000));
+    cmd->add_option("--autoscale-max-replicas", serve.autoscale_max_replicas,
+                    "Autoscaling: most replicas per model")
+        ->check(CLI::Range(1, 10000));
+    cmd->add_option("--max-queued-sync", serve.max_queued_sync,
+                    "Waiting sync requests per model before 429")
+        ->check(CLI::Range(1, 100000));
+    cmd->add_option("--webhook-secret", serve.webhook_secret,
+                    "HMAC key for webhook signatures (default $KILN_WEBHOOK_SECRET)");
+    cmd->add_option(
+        "--otlp-endpoint", serve.otlp_endpoint,
+        "Export traces over OTLP/HTTP to this base URL (default $OTEL_EXPORTER_OTLP_ENDPOINT)");
+    cmd->add_option("--web-dir", serve.web_dir,
+                    "Serve the UI from this folder instead of the embedded files (for UI work)")
+        ->check(CLI::ExistingDirectory);
+  };
   auto* s = app.add_subcommand("serve", "Serve the HTTP API");
-  s->add_option("--host", serve.host, "Address to listen on")->capture_default_str();
-  s->add_option("--port", serve.port, "Port (0 picks a free one)")->check(CLI::Range(0, 65535));
-  s->add_option("--models", serve.models, "Model repository directory");
-  s->add_option("--data", serve.data, "Data directory (queue and results)");
-  s->add_option("--queue", serve.queue, "Job queue URL (sqlite:///path, amqp://...)");
-  s->add_option("--store", serve.store, "Result store URL (file:///dir, s3://bucket/prefix)");
-  s->add_option("--role", serve.role, "all | gateway | worker")
-      ->check(CLI::IsMember({"all", "gateway", "worker"}));
-  s->add_option("--config", serve.config, "YAML config file");
-  s->add_option("--device", serve.device, "Torch device (cpu, cuda:0)");
-  s->add_option("--threads", serve.threads, "Torch intra-op threads (0 = all cores)")
-      ->check(CLI::Range(0, 1024));
-  s->add_flag("--log-text", serve.log_text, "Plain-text logs instead of JSON lines");
-  s->add_option("--log-level", serve.log_level, "debug | info | warn | error")
-      ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
-  s->add_option("--replicas", serve.replicas, "Engine replicas per model")
-      ->check(CLI::Range(1, 64));
-  s->add_option("--batching", serve.batching, "step (continuous) | request (baseline)")
-      ->check(CLI::IsMember({"step", "request"}));
-  s->add_option("--max-attempts", serve.max_attempts, "Attempts per job before it fails")
-      ->check(CLI::Range(1, 100));
-  s->add_option("--lease-seconds", serve.lease_seconds, "Job lease without a heartbeat")
-      ->check(CLI::Range(2, 86400));
-  s->add_option("--grace-seconds", serve.grace_seconds, "Time to finish running work on stop")
-      ->check(CLI::Range(0, 86400));
-  s->add_option("--max-queued-jobs", serve.max_queued_jobs, "Queued jobs per model before 429")
-      ->check(CLI::Range(1, 10000000));
-  s->add_option("--autoscale-target-seconds", serve.autoscale_target_seconds,
-                "Autoscaling: device-seconds of backlog one replica may carry")
-      ->check(CLI::Range(0.001, 1e6));
-  s->add_option("--autoscale-min-replicas", serve.autoscale_min_replicas,
-                "Autoscaling: fewest replicas per model (0 = scale to zero)")
-      ->check(CLI::Range(0, 10000));
-  s->add_option("--autoscale-max-replicas", serve.autoscale_max_replicas,
-                "Autoscaling: most replicas per model")
-      ->check(CLI::Range(1, 10000));
-  s->add_option("--max-queued-sync", serve.max_queued_sync,
-                "Waiting sync requests per model before 429")
-      ->check(CLI::Range(1, 100000));
-  s->add_option("--webhook-secret", serve.webhook_secret,
-                "HMAC key for webhook signatures (default $KILN_WEBHOOK_SECRET)");
-  s->add_option(
-      "--otlp-endpoint", serve.otlp_endpoint,
-      "Export traces over OTLP/HTTP to this base URL (default $OTEL_EXPORTER_OTLP_ENDPOINT)");
-  s->add_option("--web-dir", serve.web_dir,
-                "Serve the UI from this folder instead of the embedded files (for UI work)")
-      ->check(CLI::ExistingDirectory);
+  add_serve_options(s);
+  auto* w = app.add_subcommand(
+      "worker", "Run jobs from the broker (kiln serve --role worker; serves probes and /metrics)");
+  add_serve_options(w);
 
   kiln::cli::GenerateOptions gen;
   auto* g = app.add_subcommand("generate", "Generate images from a prompt into PNG files");
@@ -115,7 +130,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (l->parsed()) return kiln::cli::RunLoadtest(lt);
 
-  if (s->parsed()) {
+  if (s->parsed() || w->parsed()) {
+    if (w->parsed()) serve.role = "worker";
     if (!serve.config.empty()) {
       std::string err = kiln::cli::ApplyServeConfig(serve.config, serve, serve_defaults);
       if (!err.empty()) {

@@ -1,14 +1,19 @@
-// `kiln serve`: the embedded mode. Loads the models, opens the SQLite queue and the local store
-// under --data, starts the scheduler, serves the API, and stops cleanly on SIGINT/SIGTERM.
+// `kiln serve` and `kiln worker`. The embedded mode (default) loads the models, opens the SQLite
+// queue and the local store under --data, starts the scheduler and serves the API. With
+// --queue amqp://, --role picks the part this process plays: all (API and models), gateway
+// (API; model.yaml files only) or worker (runs jobs; serves probes and /metrics). Every role
+// stops cleanly on SIGINT/SIGTERM, handing back the jobs it cannot finish in --grace-seconds.
 #include <fcntl.h>
 #include <sys/file.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -18,6 +23,7 @@
 #include "cli/commands.h"
 #include "core/crypto.h"
 #include "core/logging.h"
+#include "core/strings.h"
 #include "engine/model_repository.h"
 #include "http/server.h"
 #include "queue/job_queue.h"
@@ -54,14 +60,15 @@ absl::StatusOr<std::string> WebhookSecret(const ServeOptions& o, const fs::path&
   return secret;
 }
 
-// Re-checks the store every 2 s and records the result for /readyz; stops and joins when
-// destroyed.
-class StoreChecker {
+// Re-checks the store and the queue every 2 s and records the results for /readyz; stops and
+// joins when destroyed.
+class DependencyChecker {
  public:
-  StoreChecker(store::BlobStore* store, api::Dependencies* deps) : store_(store), deps_(deps) {
+  DependencyChecker(store::BlobStore* store, queue::JobQueue* queue, api::Dependencies* deps)
+      : store_(store), queue_(queue), deps_(deps) {
     thread_ = std::thread([this] { Loop(); });
   }
-  ~StoreChecker() {
+  ~DependencyChecker() {
     {
       absl::MutexLock lock(&mu_);
       stop_ = true;
@@ -83,16 +90,24 @@ class StoreChecker {
         }
       }
       deps_->SetStore(std::move(s));
+      deps_->SetQueue(queue_->Check());  // the broker logs its own changes
       mu_.Lock();
     }
   }
 
   store::BlobStore* const store_;
+  queue::JobQueue* const queue_;
   api::Dependencies* const deps_;
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
+
+std::string DefaultWorkerId() {
+  char host[256] = {0};
+  if (::gethostname(host, sizeof(host) - 1) != 0 || host[0] == 0) std::strcpy(host, "kiln");
+  return StrCat(host, "-", ::getpid(), "-", RandomHex(3));
+}
 
 }  // namespace
 
@@ -127,6 +142,12 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o, const Ser
         set_str(o.store, d.store);
       else if (key == "role")
         set_str(o.role, d.role);
+      else if (key == "worker_id")
+        set_str(o.worker_id, d.worker_id);
+      else if (key == "prefetch")
+        set_int(o.prefetch, d.prefetch);
+      else if (key == "delivery_limit")
+        set_int(o.delivery_limit, d.delivery_limit);
       else if (key == "device")
         set_str(o.device, d.device);
       else if (key == "threads")
@@ -153,17 +174,21 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o, const Ser
   }
   if (o.port < 0 || o.port > 65535) return path + ": key 'port': must be in 0..65535";
   if (o.replicas < 1 || o.replicas > 64) return path + ": key 'replicas': must be in 1..64";
+  if (o.role != "all" && o.role != "gateway" && o.role != "worker") {
+    return path + ": key 'role': must be all, gateway or worker";
+  }
   return "";
 }
 
 int RunServe(ServeOptions o) {
-  if (o.role != "all") {
-    log::Error(
-        "only --role all (the embedded mode) is available in this build; gateway and "
-        "worker roles arrive with the distributed mode",
-        {{"role", o.role}});
+  const bool distributed = o.queue.rfind("amqp://", 0) == 0;
+  if (o.role != "all" && !distributed) {
+    log::Error("--role gateway and --role worker need a shared queue: --queue amqp://...",
+               {{"role", o.role}});
     return 2;
   }
+  const bool gateway = o.role == "gateway";
+  const bool worker = o.role == "worker";
   // LibTorch from Debian starts with one intra-op thread; 0 means use every core.
   at::set_num_threads(o.threads > 0
                           ? o.threads
@@ -176,35 +201,74 @@ int RunServe(ServeOptions o) {
   }
   const fs::path data = fs::absolute(o.data).lexically_normal();
   // One embedded server per data directory: it owns every running job in the queue.
-  const int lock_fd = ::open((data / "kiln.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (lock_fd < 0 || ::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
-    log::Error("another kiln server uses this data directory", {{"data", data.string()}});
-    return 1;
+  int lock_fd = -1;
+  if (!distributed) {
+    lock_fd = ::open((data / "kiln.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd < 0 || ::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+      log::Error("another kiln server uses this data directory", {{"data", data.string()}});
+      return 1;
+    }
   }
+  const std::string worker_id = !o.worker_id.empty() ? o.worker_id
+                                : distributed        ? DefaultWorkerId()
+                                                     : "embedded";
 
-  const std::string queue_url =
-      o.queue.empty() ? "sqlite://" + (data / "queue.db").string() : o.queue;
   const std::string store_url = o.store.empty() ? "file://" + (data / "store").string() : o.store;
-  auto queue = queue::JobQueue::Open(queue_url);
-  if (!queue.ok()) {
-    log::Error("cannot open the job queue",
-               {{"queue", queue_url}, {"error", Message(queue.status())}});
-    return 1;
-  }
   auto store = store::BlobStore::Open(store_url);
   if (!store.ok()) {
     log::Error("cannot open the store", {{"store", store_url}, {"error", Message(store.status())}});
     return 1;
   }
-  // A store that does not answer (wrong bucket or credentials, endpoint down) makes the server
-  // not ready instead of stopping it: it is checked again every few seconds.
+  // A gateway reads model.yaml files only: it validates and prices requests, workers run them.
+  auto models = engine::ModelRepository::Load(o.models, o.device, /*pipelines=*/!gateway);
+  if (!models.ok()) {
+    log::Error("cannot load models", {{"error", Message(models.status())}});
+    return 1;
+  }
+
+  // The broker's thread calls these; they are set once the scheduler and job service exist.
+  std::atomic<sched::Scheduler*> scheduler_ref{nullptr};
+  std::atomic<sched::JobService*> jobs_ref{nullptr};
+  const std::string queue_url =
+      o.queue.empty() ? "sqlite://" + (data / "queue.db").string() : o.queue;
+  queue::QueueOptions qo;
+  if (distributed) {
+    qo.records = store->get();
+    int max_batch = 1;
+    for (const engine::ModelEntry& e : (*models)->entries()) {
+      if (!e.status.ok()) continue;
+      qo.models.push_back(e.name);
+      max_batch = std::max(max_batch, e.spec.max_batch);
+    }
+    if (!gateway) qo.consume = qo.models;
+    qo.prefetch = o.prefetch > 0 ? o.prefetch : max_batch;
+    qo.delivery_limit = o.delivery_limit;
+    qo.handle_dead_letters = !worker;
+    qo.on_available = [&scheduler_ref](const std::string& model) {
+      if (sched::Scheduler* s = scheduler_ref.load()) s->NotifyQueued(model);
+    };
+    if (!worker) {
+      qo.on_event = [&jobs_ref](const std::string& id, const std::string& event) {
+        if (sched::JobService* j = jobs_ref.load()) j->Received(id, event);
+      };
+    }
+  }
+  auto queue = queue::JobQueue::Open(queue_url, qo);
+  if (!queue.ok()) {
+    log::Error("cannot open the job queue",
+               {{"queue", queue_url}, {"error", Message(queue.status())}});
+    return 1;
+  }
+  // A store or broker that does not answer (wrong bucket or credentials, endpoint down) makes
+  // the server not ready instead of stopping it: both are checked again every few seconds.
   api::Dependencies dependencies;
   dependencies.SetStore((*store)->Check());
   if (!dependencies.store().ok()) {
     log::Error("the store is not usable; /readyz answers 503 until it is",
                {{"store", (*store)->Describe()}, {"error", Message(dependencies.store())}});
   }
-  StoreChecker store_checker(store->get(), &dependencies);
+  dependencies.SetQueue((*queue)->Check());
+  DependencyChecker dependency_checker(store->get(), queue->get(), &dependencies);
   // Jobs left running by a previous process (killed, or the machine died) go back to the queue.
   auto orphans = (*queue)->ExpireLeases(/*all=*/true);
   if (!orphans.ok()) {
@@ -213,11 +277,6 @@ int RunServe(ServeOptions o) {
   }
   if (!orphans->empty()) log::Info("recovered interrupted jobs", {{"count", orphans->size()}});
 
-  auto models = engine::ModelRepository::Load(o.models, o.device);
-  if (!models.ok()) {
-    log::Error("cannot load models", {{"error", Message(models.status())}});
-    return 1;
-  }
   auto secret = WebhookSecret(o, data);
   if (!secret.ok()) {
     log::Error("no webhook signing key", {{"error", Message(secret.status())}});
@@ -240,9 +299,11 @@ int RunServe(ServeOptions o) {
   sched::JobServiceOptions jo;
   jo.max_attempts = o.max_attempts;
   jo.tracer = &tracer;
+  jo.worker_id = worker_id;
   sched::JobService jobs(q, store->get(), models->get(), &events, &webhooks, jo);
   sched::SchedulerOptions so;
   so.replicas = o.replicas;
+  so.worker_id = worker_id;
   so.device = o.device;
   so.lease = std::chrono::seconds(o.lease_seconds);
   so.max_queued_jobs = o.max_queued_jobs;
@@ -257,6 +318,8 @@ int RunServe(ServeOptions o) {
     return 1;
   }
   jobs.ResendPendingWebhooks();
+  scheduler_ref = &scheduler;
+  jobs_ref = &jobs;
 
   api::ApiContext context;
   context.models = models->get();
@@ -273,7 +336,11 @@ int RunServe(ServeOptions o) {
   context.tracer = &tracer;
   registry.AddCollector([&context] { api::CollectServingMetrics(context); });
   http::Router router = api::MakeRouter();
-  api::AddRoutes(router, context);
+  if (worker) {
+    api::AddWorkerRoutes(router, context);
+  } else {
+    api::AddRoutes(router, context);
+  }
 
   http::ServerOptions options;
   options.host = o.host;
@@ -288,7 +355,9 @@ int RunServe(ServeOptions o) {
   log::Info("listening", {{"url", "http://" + o.host + ":" + std::to_string((*server)->port())},
                           {"port", (*server)->port()},
                           {"models", (*models)->entries().size()},
-                          {"queue", queue_url},
+                          {"role", o.role},
+                          {"worker_id", worker_id},
+                          {"queue", distributed ? "amqp://" : queue_url},
                           {"store", (*store)->Describe()},
                           {"batching", o.batching},
                           {"traces", tracer.enabled() ? o.otlp_endpoint.empty() ? "from OTEL_* env"
@@ -321,8 +390,10 @@ int RunServe(ServeOptions o) {
   (*server)->Shutdown(std::chrono::seconds(o.grace_seconds));
   scheduler.Stop(std::chrono::seconds(o.grace_seconds));
   webhooks.Stop();
+  scheduler_ref = nullptr;
+  jobs_ref = nullptr;
   log::Info("stopped");
-  ::close(lock_fd);
+  if (lock_fd >= 0) ::close(lock_fd);
   return 0;
 }
 

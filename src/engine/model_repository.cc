@@ -10,7 +10,7 @@
 namespace kiln::engine {
 
 absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Load(
-    const std::filesystem::path& dir, const std::string& device) {
+    const std::filesystem::path& dir, const std::string& device, bool pipelines) {
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec)) {
     return absl::NotFoundError(StrCat("models directory '", dir.string(), "' does not exist"));
@@ -30,11 +30,14 @@ absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Load(
     const auto start = std::chrono::steady_clock::now();
     auto spec = LoadModelSpec(folder);
     if (spec.ok()) {
-      auto pipeline = Pipeline::Load(*spec, device);
-      if (pipeline.ok()) {
-        entry.pipeline = std::move(*pipeline);
-      } else {
-        entry.status = pipeline.status();
+      entry.spec = *spec;
+      if (pipelines) {
+        auto pipeline = Pipeline::Load(*spec, device);
+        if (pipeline.ok()) {
+          entry.pipeline = std::move(*pipeline);
+        } else {
+          entry.status = pipeline.status();
+        }
       }
     } else {
       entry.status = spec.status();
@@ -52,21 +55,29 @@ absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Load(
   return repo;
 }
 
-absl::StatusOr<Pipeline*> ModelRepository::Find(const std::string& name) const {
+absl::StatusOr<const ModelSpec*> ModelRepository::Find(const std::string& name) const {
   for (const auto& e : entries_) {
     if (e.name != name) continue;
     if (!e.status.ok()) {
       return absl::UnavailableError(
           StrCat("model '", name, "' failed to load: ", e.status.message()));
     }
-    return e.pipeline.get();
+    return &e.spec;
   }
   return WithField(absl::NotFoundError(StrCat("model '", name, "' does not exist")), "model");
 }
 
-absl::StatusOr<Pipeline*> ModelRepository::Default() const {
+absl::StatusOr<Pipeline*> ModelRepository::FindPipeline(const std::string& name) const {
+  KILN_RETURN_IF_ERROR(Find(name).status());
   for (const auto& e : entries_) {
-    if (e.status.ok()) return e.pipeline.get();
+    if (e.name == name && e.pipeline) return e.pipeline.get();
+  }
+  return absl::FailedPreconditionError(StrCat("model '", name, "' has no pipeline loaded here"));
+}
+
+absl::StatusOr<const ModelSpec*> ModelRepository::Default() const {
+  for (const auto& e : entries_) {
+    if (e.status.ok()) return &e.spec;
   }
   return absl::UnavailableError("no model is loaded");
 }

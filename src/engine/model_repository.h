@@ -16,22 +16,28 @@ namespace kiln::engine {
 struct ModelEntry {
   std::string name;
   absl::Status status;                 // OK when loaded
-  std::unique_ptr<Pipeline> pipeline;  // set when loaded
+  ModelSpec spec;                      // valid when loaded
+  std::unique_ptr<Pipeline> pipeline;  // set when loaded, unless only specs were loaded
   double load_seconds = 0;
 };
 
 class ModelRepository {
  public:
   // Loads every sub-folder of `dir` that contains a model.yaml. Fails only when `dir` itself
-  // cannot be read; broken models are entries with an error.
+  // cannot be read; broken models are entries with an error. Without `pipelines`, only the
+  // model.yaml files are read (a gateway validates requests but runs no model).
   static absl::StatusOr<std::unique_ptr<ModelRepository>> Load(const std::filesystem::path& dir,
-                                                               const std::string& device = "cpu");
+                                                               const std::string& device = "cpu",
+                                                               bool pipelines = true);
 
   // The loaded model `name`: NotFound (unknown) or Unavailable (broken, with its error).
-  absl::StatusOr<Pipeline*> Find(const std::string& name) const;
+  absl::StatusOr<const ModelSpec*> Find(const std::string& name) const;
+
+  // The loaded model's pipeline; FailedPrecondition when only specs were loaded.
+  absl::StatusOr<Pipeline*> FindPipeline(const std::string& name) const;
 
   // The first loaded model in name order, used when a request names none.
-  absl::StatusOr<Pipeline*> Default() const;
+  absl::StatusOr<const ModelSpec*> Default() const;
 
   const std::vector<ModelEntry>& entries() const { return entries_; }
   bool AllLoaded() const;

@@ -27,7 +27,7 @@ class PipelineTest : public ::testing::Test {
     repo_ = nullptr;
   }
   static Pipeline* Model(const std::string& name) {
-    auto p = repo_->Find(name);
+    auto p = repo_->FindPipeline(name);
     EXPECT_TRUE(p.ok()) << p.status();
     return p.ok() ? *p : nullptr;
   }

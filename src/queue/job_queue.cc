@@ -8,6 +8,8 @@ namespace kiln::queue {
 // Defined in sqlite/sqlite_queue.cc.
 absl::StatusOr<std::unique_ptr<JobQueue>> OpenSqliteQueue(const std::string& path,
                                                           QueueOptions options);
+// Defined in amqp/amqp_queue.cc.
+absl::StatusOr<std::unique_ptr<JobQueue>> OpenAmqpQueue(std::string_view url, QueueOptions options);
 
 std::string_view JobStateName(JobState state) {
   switch (state) {
@@ -57,11 +59,10 @@ absl::StatusOr<std::unique_ptr<JobQueue>> JobQueue::Open(std::string_view url,
     }
     return OpenSqliteQueue(path, std::move(options));
   }
-  if (url.substr(0, 7) == "amqp://") {
-    return WithField(
-        absl::UnimplementedError("the RabbitMQ queue arrives with the distributed mode"), "queue");
-  }
-  return InvalidField("queue", StrCat("'", url, "' is not a queue URL (sqlite:///path.db)"));
+  if (url.substr(0, 7) == "amqp://") return OpenAmqpQueue(url, std::move(options));
+  return InvalidField("queue", StrCat("'", url,
+                                      "' is not a queue URL (sqlite:///path.db or "
+                                      "amqp://user:pass@host:port/vhost)"));
 }
 
 }  // namespace kiln::queue

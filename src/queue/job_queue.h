@@ -15,11 +15,28 @@
 #include "absl/status/statusor.h"
 #include "queue/job.h"
 
+namespace kiln::store {
+class BlobStore;
+}
+
 namespace kiln::queue {
 
 struct QueueOptions {
   std::function<int64_t()> now_ms;  // defaults to the system clock
   bool synchronous_full = true;     // SQLite: fsync every commit (durable across power loss)
+
+  // amqp:// only (the distributed mode).
+  store::BlobStore* records = nullptr;  // required: where job and batch records live
+  std::vector<std::string> models;      // job queues to declare
+  std::vector<std::string> consume;     // models whose jobs this process runs (a worker)
+  int prefetch = 8;                     // unacked deliveries per consumed model
+  int delivery_limit = 20;              // deliveries before the broker dead-letters a job
+  bool handle_dead_letters = false;     // mark dead-lettered jobs failed (gateways)
+  // Called on the broker's thread for every job event any worker published ("job.<id>");
+  // set on gateways, which stream events to their clients.
+  std::function<void(const std::string& job_id, const std::string& event_json)> on_event;
+  // Called on the broker's thread when a job of `model` arrived for this worker.
+  std::function<void(const std::string& model)> on_available;
 };
 
 struct EnqueueResult {
@@ -66,7 +83,8 @@ class JobQueue {
  public:
   virtual ~JobQueue() = default;
 
-  // "sqlite:///abs/path.db" or "memory:" (SQLite in memory; for unit tests).
+  // "sqlite:///abs/path.db", "memory:" (SQLite in memory; for unit tests) or
+  // "amqp://user:pass@host:port/vhost" (RabbitMQ, with records in options.records).
   static absl::StatusOr<std::unique_ptr<JobQueue>> Open(std::string_view url,
                                                         QueueOptions options = {});
 
@@ -112,6 +130,7 @@ class JobQueue {
 
   virtual absl::StatusOr<ModelBacklog> Backlog(const std::string& model) = 0;
   // How many of the model's jobs are in each state (states with none are absent).
+  // Unimplemented where counting would read every record (the distributed queue).
   virtual absl::StatusOr<std::map<JobState, int>> StateCounts(const std::string& model) = 0;
   virtual absl::StatusOr<QueuePosition> Position(const Job& job) = 0;
 
@@ -122,6 +141,13 @@ class JobQueue {
 
   // Weighted fair sharing: a tenant's weight (default 1).
   virtual absl::Status SetTenantWeight(const std::string& tenant, double weight) = 0;
+
+  // Whether the queue can be used now (the broker is connected); for readiness.
+  virtual absl::Status Check() { return absl::OkStatus(); }
+  // Distributed queues carry job events between processes: a worker publishes each event
+  // (a JSON object {"name", "data", "final"}) and the gateways' on_event receives it.
+  virtual bool forwards_events() const { return false; }
+  virtual void PublishEvent(const std::string& job_id, const std::string& event_json) {}
 };
 
 }  // namespace kiln::queue

@@ -142,6 +142,12 @@ absl::StatusOr<WorkItemPtr> JobService::Load(const queue::Job& job) {
   const std::string id = job.id();
   item->wants_preview = [this, id] { return events_->WantsPreviews(id); };
   item->on_progress = [this](WorkItem& w, const engine::Image* preview) {
+    if (queue_->forwards_events()) {
+      // Other processes' streams get progress without previews (they stay small).
+      nlohmann::json data = {
+          {"id", w.id}, {"step", w.step.load()}, {"num_steps", w.num_steps.load()}};
+      Forward(w.id, JobEvent{"progress", data.dump(), false});
+    }
     if (!events_->HasSubscribers(w.id)) return;
     nlohmann::json data = {
         {"id", w.id}, {"step", w.step.load()}, {"num_steps", w.num_steps.load()}};
@@ -300,16 +306,36 @@ nlohmann::json JobService::JobJson(const queue::Job& job, const std::string& bas
   return j;
 }
 
+void JobService::Forward(const std::string& job_id, const JobEvent& event) {
+  nlohmann::json e = {{"origin", options_.worker_id},
+                      {"name", event.name},
+                      {"data", event.data},
+                      {"final", event.final}};
+  queue_->PublishEvent(job_id, e.dump());
+}
+
+void JobService::Received(const std::string& job_id, const std::string& event_json) {
+  if (!events_->HasSubscribers(job_id)) return;
+  auto e = nlohmann::json::parse(event_json, nullptr, false);
+  if (!e.is_object() || !e.contains("name") || !e["name"].is_string() || !e.contains("data") ||
+      !e["data"].is_string()) {
+    return;
+  }
+  if (e.value("origin", "") == options_.worker_id) return;  // published here already
+  events_->Publish(job_id, JobEvent{e["name"].get<std::string>(), e["data"].get<std::string>(),
+                                    e.value("final", false)});
+}
+
 void JobService::Changed(const queue::Job& job) {
   const bool final = queue::IsFinal(job.state);
   const bool publish = events_->HasSubscribers(job.id());
+  const bool forward = queue_->forwards_events();
   const bool notify = final && !job.spec.webhook.empty() && webhooks_;
-  if (!publish && !notify) return;
+  if (!publish && !notify && !forward) return;
   nlohmann::json data = JobJson(job, options_.public_base_url);
-  if (publish) {
-    events_->Publish(job.id(),
-                     JobEvent{std::string(queue::JobStateName(job.state)), data.dump(), final});
-  }
+  const JobEvent event{std::string(queue::JobStateName(job.state)), data.dump(), final};
+  if (forward) Forward(job.id(), event);
+  if (publish) events_->Publish(job.id(), event);
   if (notify) {
     (void)queue_->SetWebhookStatus(job.id(), R"({"state":"pending","attempts":0})");
     SendWebhook(job, std::move(data));

@@ -35,7 +35,7 @@ struct JobSubmission {
 };
 
 struct JobServiceOptions {
-  std::string worker_id = "embedded";
+  std::string worker_id = "embedded";  // also names this process as the origin of its events
   int max_attempts = 3;
   std::string public_base_url;    // prefix of result URLs in webhooks ("" = relative)
   obs::Tracer* tracer = nullptr;  // optional: spans for result encoding and store writes
@@ -64,6 +64,10 @@ class JobService final : public JobFeed {
   absl::StatusOr<WorkItemPtr> Load(const queue::Job& job) override;
   void Changed(const queue::Job& job) override;
 
+  // An event another process published about a job (a distributed queue's on_event): passed
+  // to this process's streams of that job.
+  void Received(const std::string& job_id, const std::string& event_json);
+
   // The API representation of a job; result URLs start with `base_url`.
   nlohmann::json JobJson(const queue::Job& job, const std::string& base_url);
 
@@ -75,6 +79,8 @@ class JobService final : public JobFeed {
   absl::StatusOr<std::vector<std::string>> WriteResults(const WorkItem& item,
                                                         const std::vector<engine::Image>& images);
   absl::StatusOr<queue::NewJob> Prepare(JobSubmission& s);
+  // Publishes `event` through the queue to the other processes (distributed mode).
+  void Forward(const std::string& job_id, const JobEvent& event);
   // POSTs {"type": "job.<state>", "data": data} to the job's webhook. REQUIRES: webhooks_.
   void SendWebhook(const queue::Job& job, nlohmann::json data);
 

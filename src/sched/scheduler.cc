@@ -205,15 +205,20 @@ Scheduler::~Scheduler() { Stop(std::chrono::milliseconds(0)); }
 
 absl::Status Scheduler::Start() {
   for (const engine::ModelEntry& entry : models_->entries()) {
-    if (!entry.pipeline) continue;
+    if (!entry.status.ok()) continue;
     auto lane = std::make_unique<Lane>();
     lane->model = entry.name;
     lane->queue = queue_;
     lane->feed = feed_;
     lane->options = &options_;
     lane->finishers = &background_->finishers;
-    const engine::ModelSpec& spec = entry.pipeline->spec();
+    const engine::ModelSpec& spec = entry.spec;
     lane->max_rows = options_.max_batch_rows > 0 ? options_.max_batch_rows : spec.max_batch;
+    if (!entry.pipeline) {
+      // A gateway: the lane prices and admits jobs; workers run them.
+      lanes_[entry.name] = std::move(lane);
+      continue;
+    }
     lane->pipelines.push_back(entry.pipeline.get());
     for (int i = 1; i < options_.replicas; ++i) {
       KILN_ASSIGN_OR_RETURN(auto p, engine::Pipeline::Load(spec, options_.device));
@@ -306,6 +311,10 @@ absl::Status Scheduler::SubmitSync(WorkItemPtr item, int64_t deadline_ms) {
                      "model");
   }
   Lane& lane = *it->second;
+  if (lane.pipelines.empty()) {
+    return absl::UnavailableError(StrCat("this server runs no replica of model '", item->model,
+                                         "'; submit an async job (POST /v1/jobs)"));
+  }
   item->rows = item->request.n * engine::RowsPerImage(item->request);
   absl::MutexLock lock(&lane.mu);
   if (lane.stopping) return absl::UnavailableError("the server is shutting down");

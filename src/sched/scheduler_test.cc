@@ -43,7 +43,7 @@ class SchedulerTest : public ::testing::Test {
 
   static engine::GenerationRequest Request(int steps, uint64_t seed,
                                            const char* sampler = "euler") {
-    engine::Pipeline* p = *repo_->Find("test-pixel");
+    engine::Pipeline* p = *repo_->FindPipeline("test-pixel");
     engine::GenerationRequest r;
     r.prompt = "a red circle";
     r.steps = steps;
@@ -171,7 +171,7 @@ TEST_F(SchedulerTest, AdmissionRejectsUnreachableDeadlinesAndFullQueues) {
 // changes the denoiser's batch shape; on the CPU this can move results by float rounding.
 // This measures that noise against the same request run alone, and bounds it.
 TEST_F(SchedulerTest, BatchedImagesMatchSoloImagesWithinFloatNoise) {
-  engine::Pipeline* p = *repo_->Find("test-pixel");
+  engine::Pipeline* p = *repo_->FindPipeline("test-pixel");
   const auto target = Request(20, 42, "euler_a");
   auto solo = p->Generate(target);
   ASSERT_TRUE(solo.ok());

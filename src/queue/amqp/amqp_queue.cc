@@ -1,0 +1,588 @@
+// The distributed JobQueue: RabbitMQ carries the work (a quorum queue per model; an unacked
+// delivery is the lease), the store holds the truth about each job (jobs/{id}/job.json), so any
+// gateway answers for any job. See docs/architecture.md, "Distributed mode".
+#include <deque>
+#include <map>
+#include <set>
+
+#include "absl/synchronization/mutex.h"
+#include "core/crypto.h"
+#include "core/ids.h"
+#include "core/logging.h"
+#include "core/status_util.h"
+#include "core/strings.h"
+#include "nlohmann/json.hpp"
+#include "queue/amqp/broker.h"
+#include "queue/job_queue.h"
+#include "queue/job_record.h"
+#include "store/blob_store.h"
+
+namespace kiln::queue {
+namespace {
+
+using amqp::Delivery;
+
+std::string CancelKey(const std::string& id) { return StrCat("jobs/", id, "/cancel"); }
+std::string BatchKey(const std::string& id) { return StrCat("batches/", id, "/batch.json"); }
+std::string IdempotencyKey(const NewJob& j) {
+  return StrCat("idempotency/", Sha256Hex(StrCat(j.tenant, "\n", j.idempotency_key)));
+}
+
+// Job ids that were asked to cancel, remembered for a while (bounded).
+class CancelSet {
+ public:
+  void Add(const std::string& id) {
+    if (!ids_.insert(id).second) return;
+    order_.push_back(id);
+    if (order_.size() > 100000) {
+      ids_.erase(order_.front());
+      order_.pop_front();
+    }
+  }
+  bool Contains(const std::string& id) const { return ids_.count(id) > 0; }
+
+ private:
+  std::set<std::string> ids_;
+  std::deque<std::string> order_;
+};
+
+class AmqpJobQueue final : public JobQueue {
+ public:
+  explicit AmqpJobQueue(QueueOptions options) : options_(std::move(options)) {}
+  ~AmqpJobQueue() override {
+    if (broker_) broker_->Stop();
+  }
+
+  absl::Status Start(std::string_view url) {
+    if (!options_.records) {
+      return absl::InvalidArgumentError("the amqp:// queue needs a store for its job records");
+    }
+    KILN_ASSIGN_OR_RETURN(amqp::AmqpUrl parsed, amqp::ParseAmqpUrl(url));
+    amqp::BrokerOptions bo;
+    bo.url = parsed;
+    bo.declare_models = options_.models;
+    bo.consume_models = options_.consume;
+    bo.prefetch = options_.prefetch;
+    bo.delivery_limit = options_.delivery_limit;
+    if (!options_.consume.empty()) bo.event_patterns.push_back("cancel.*");
+    if (options_.on_event) bo.event_patterns.push_back("job.*");
+    bo.consume_dead_letters = options_.handle_dead_letters;
+    bo.on_job = [this](Delivery d) { Received(std::move(d)); };
+    bo.on_event = [this](const std::string& key, const std::string& body) { Event(key, body); };
+    bo.on_dead_letter = [this](const std::string& body) { DeadLetter(body); };
+    KILN_ASSIGN_OR_RETURN(broker_, amqp::Broker::Start(std::move(bo)));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<EnqueueResult> Enqueue(const NewJob& spec) override {
+    if (!spec.idempotency_key.empty()) {
+      auto earlier_id = records()->Get(IdempotencyKey(spec));
+      if (earlier_id.ok()) {
+        KILN_ASSIGN_OR_RETURN(Job earlier, Get(*earlier_id));
+        if (earlier.spec.request != spec.request || earlier.spec.model != spec.model) {
+          return WithField(absl::FailedPreconditionError(
+                               "this Idempotency-Key was used before with a different request"),
+                           "Idempotency-Key");
+        }
+        return EnqueueResult{std::move(earlier), false};
+      }
+      if (!absl::IsNotFound(earlier_id.status())) return earlier_id.status();
+    }
+    Job job = NewRecord(spec);
+    KILN_RETURN_IF_ERROR(Write(job));
+    if (!spec.idempotency_key.empty()) {
+      KILN_RETURN_IF_ERROR(records()->Put(IdempotencyKey(spec), spec.id));
+    }
+    if (absl::Status s = broker_->PublishJob(spec.model, EncodeJobRecord(job)); !s.ok()) {
+      (void)records()->Delete(JobRecordKey(spec.id));
+      if (!spec.idempotency_key.empty()) (void)records()->Delete(IdempotencyKey(spec));
+      return absl::UnavailableError(StrCat("the job could not be queued: ", s.message()));
+    }
+    NotePublished(spec);
+    return EnqueueResult{std::move(job), true};
+  }
+
+  absl::Status EnqueueBatch(const Batch& batch, const std::vector<NewJob>& jobs) override {
+    nlohmann::json ids = nlohmann::json::array();
+    for (const NewJob& j : jobs) ids.push_back(j.id);
+    nlohmann::json b = {{"id", batch.id},       {"model", batch.model},       {"created_ms", Now()},
+                        {"total", batch.total}, {"metadata", batch.metadata}, {"jobs", ids}};
+    std::vector<Job> records;
+    for (const NewJob& spec : jobs) {
+      records.push_back(NewRecord(spec));
+      KILN_RETURN_IF_ERROR(Write(records.back()));
+    }
+    KILN_RETURN_IF_ERROR(this->records()->Put(BatchKey(batch.id), b.dump()));
+    for (size_t i = 0; i < records.size(); ++i) {
+      absl::Status s = broker_->PublishJob(records[i].spec.model, EncodeJobRecord(records[i]));
+      if (s.ok()) {
+        NotePublished(records[i].spec);
+        continue;
+      }
+      // Jobs whose message never reached the broker fail at once, with the reason, rather
+      // than staying queued forever.
+      for (size_t k = i; k < records.size(); ++k) {
+        Job& r = records[k];
+        r.state = JobState::kFailed;
+        r.finished_ms = Now();
+        r.error = StrCat("the broker did not take the job: ", s.message());
+        r.error_code = "enqueue_failed";
+        (void)Write(r);
+      }
+      return absl::UnavailableError(StrCat("the batch was only partly queued (", i, " of ",
+                                           records.size(), " jobs): ", s.message()));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<Job>> Claim(const std::string& model, int max,
+                                         const std::string& worker, int64_t lease_ms) override {
+    std::vector<Job> out;
+    while (static_cast<int>(out.size()) < max) {
+      Delivery d;
+      {
+        absl::MutexLock lock(&mu_);
+        auto& ready = ready_[model];
+        if (ready.empty()) break;
+        d = std::move(ready.front());
+        ready.pop_front();
+      }
+      auto claimed = ClaimOne(d, worker, lease_ms);
+      if (!claimed.ok()) {
+        // The store is not answering: keep the delivery for a later claim.
+        absl::MutexLock lock(&mu_);
+        ready_[model].push_front(std::move(d));
+        if (out.empty()) return claimed.status();
+        break;
+      }
+      if (*claimed) out.push_back(std::move(**claimed));
+    }
+    return out;
+  }
+
+  absl::Status Heartbeat(const std::string& id, const std::string& worker, int64_t lease_ms,
+                         int step, int num_steps) override {
+    Job copy;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = active_.find(id);
+      if (it == active_.end()) {
+        return absl::FailedPreconditionError(StrCat("this worker does not hold job ", id));
+      }
+      if (cancelled_.Contains(id)) {
+        return absl::FailedPreconditionError(StrCat("job ", id, " was cancelled"));
+      }
+      Active& a = it->second;
+      a.job.step = step;
+      a.job.num_steps = num_steps;
+      a.job.lease_until_ms = Now() + lease_ms;
+      // Progress reaches the record about once a second: enough for GET, cheap for the store.
+      if (step == a.written_step || Now() - a.written_ms < 1000) return absl::OkStatus();
+      a.written_step = step;
+      a.written_ms = Now();
+      copy = a.job;
+    }
+    return Write(copy);
+  }
+
+  absl::Status Complete(const std::string& id, const std::string& worker,
+                        const std::vector<std::string>& result_keys) override {
+    KILN_ASSIGN_OR_RETURN(Active a, Take(id));
+    a.job.state = JobState::kSucceeded;
+    a.job.result_keys = result_keys;
+    a.job.finished_ms = Now();
+    a.job.step = a.job.num_steps;
+    a.job.error.clear();
+    a.job.error_code.clear();
+    if (absl::Status s = Write(a.job); !s.ok()) {
+      broker_->Requeue(a.delivery);  // another run rewrites the same keys
+      return s;
+    }
+    broker_->Ack(a.delivery);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<Job> Fail(const std::string& id, const std::string& worker,
+                           const std::string& error, const std::string& code,
+                           bool retryable) override {
+    KILN_ASSIGN_OR_RETURN(Active a, Take(id));
+    a.job.error = error;
+    a.job.error_code = code;
+    if (retryable && a.job.attempts < a.job.spec.max_attempts) {
+      a.job.state = JobState::kQueued;
+      Requeue(a);
+      return a.job;
+    }
+    a.job.state = JobState::kFailed;
+    a.job.finished_ms = Now();
+    KILN_RETURN_IF_ERROR(Write(a.job));
+    broker_->Reject(a.delivery);  // to kiln.dead, for inspection
+    return a.job;
+  }
+
+  absl::Status Release(const std::string& id, const std::string& worker) override {
+    KILN_ASSIGN_OR_RETURN(Active a, Take(id));
+    a.job.state = JobState::kQueued;
+    a.job.attempts = std::max(0, a.job.attempts - 1);  // handing back is not an attempt
+    Requeue(a);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<Job> Cancel(const std::string& id) override {
+    KILN_ASSIGN_OR_RETURN(Job job, Get(id));
+    if (IsFinal(job.state)) return job;
+    // The marker reaches a worker that claims the job later; the event one that runs it now.
+    KILN_RETURN_IF_ERROR(records()->Put(CancelKey(id), "{}"));
+    (void)broker_->PublishEvent(StrCat("cancel.", id), "{}");
+    if (job.state == JobState::kQueued) {
+      job.state = JobState::kCancelled;
+      job.finished_ms = Now();
+      KILN_RETURN_IF_ERROR(Write(job));
+    } else {
+      job.cancel_requested = true;
+    }
+    return job;
+  }
+
+  absl::Status MarkCancelled(const std::string& id, const std::string& worker) override {
+    KILN_ASSIGN_OR_RETURN(Active a, Take(id));
+    a.job.state = JobState::kCancelled;
+    a.job.finished_ms = Now();
+    KILN_RETURN_IF_ERROR(Write(a.job));
+    broker_->Ack(a.delivery);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<Job> Get(const std::string& id) override {
+    if (!store::CheckKey(JobRecordKey(id)).ok()) {
+      return WithField(absl::NotFoundError(StrCat("no job '", id, "'")), "job_id");
+    }
+    auto text = records()->Get(JobRecordKey(id));
+    if (absl::IsNotFound(text.status())) {
+      return WithField(absl::NotFoundError(StrCat("no job '", id, "'")), "job_id");
+    }
+    if (!text.ok()) return text.status();
+    return DecodeJobRecord(*text);
+  }
+
+  absl::StatusOr<JobPage> List(const JobFilter& filter) override {
+    // Scans the records newest first; bounded so that one page never reads the whole store.
+    constexpr int kMaxReads = 2000;
+    KILN_ASSIGN_OR_RETURN(std::vector<std::string> keys, records()->List("jobs/", 1000000));
+    std::vector<std::string> ids;
+    for (const std::string& k : keys) {
+      constexpr std::string_view kSuffix = "/job.json";
+      if (k.size() > 5 + kSuffix.size() &&
+          k.compare(k.size() - kSuffix.size(), kSuffix.size(), kSuffix) == 0) {
+        ids.push_back(k.substr(5, k.size() - 5 - kSuffix.size()));
+      }
+    }
+    std::sort(ids.rbegin(), ids.rend());
+    JobPage page;
+    int reads = 0;
+    for (const std::string& id : ids) {
+      if (!filter.before.empty() && id >= filter.before) continue;
+      if (++reads > kMaxReads) {
+        page.has_more = true;
+        break;
+      }
+      auto job = Get(id);
+      if (!job.ok()) continue;
+      if (filter.state && job->state != *filter.state) continue;
+      if (!filter.model.empty() && job->spec.model != filter.model) continue;
+      if (!filter.batch_id.empty() && job->spec.batch_id != filter.batch_id) continue;
+      if (static_cast<int>(page.jobs.size()) == filter.limit) {
+        page.has_more = true;
+        break;
+      }
+      page.jobs.push_back(std::move(*job));
+    }
+    return page;
+  }
+
+  absl::StatusOr<Batch> GetBatch(const std::string& id) override {
+    KILN_ASSIGN_OR_RETURN(nlohmann::json b, ReadBatch(id));
+    Batch batch;
+    batch.id = b.value("id", id);
+    batch.model = b.value("model", "");
+    batch.created_ms = b.value("created_ms", int64_t{0});
+    batch.total = b.value("total", 0);
+    batch.metadata = b.value("metadata", "{}");
+    return batch;
+  }
+
+  absl::StatusOr<std::map<JobState, int>> BatchCounts(const std::string& id) override {
+    KILN_ASSIGN_OR_RETURN(nlohmann::json b, ReadBatch(id));
+    std::map<JobState, int> counts;
+    for (const auto& job_id : b.value("jobs", nlohmann::json::array())) {
+      if (!job_id.is_string()) continue;
+      KILN_ASSIGN_OR_RETURN(Job job, Get(job_id.get<std::string>()));
+      ++counts[job.state];
+    }
+    return counts;
+  }
+
+  // The broker's unacked deliveries are the leases: a worker that dies returns its jobs.
+  absl::StatusOr<std::vector<Job>> ExpireLeases(bool) override { return std::vector<Job>{}; }
+  // Deadlines are checked when a job is claimed.
+  absl::StatusOr<std::vector<Job>> ExpireDeadlines() override { return std::vector<Job>{}; }
+
+  absl::StatusOr<ModelBacklog> Backlog(const std::string& model) override {
+    KILN_ASSIGN_OR_RETURN(amqp::QueueStats stats, broker_->Stats(model));
+    ModelBacklog b;
+    absl::MutexLock lock(&mu_);
+    b.queued = static_cast<int>(stats.ready) + static_cast<int>(ready_[model].size());
+    for (const auto& [id, a] : active_) {
+      if (a.job.spec.model == model) ++b.running;
+    }
+    b.queued_cost = b.queued * MeanCost(model);
+    b.queued_by_class[PriorityClass::kAsync] = b.queued;
+    b.queued_cost_by_class[PriorityClass::kAsync] = b.queued_cost;
+    return b;
+  }
+
+  // Counting every job by state would read every record; the distributed mode does not.
+  absl::StatusOr<std::map<JobState, int>> StateCounts(const std::string&) override {
+    return absl::UnimplementedError("the distributed queue does not count jobs by state");
+  }
+
+  absl::StatusOr<QueuePosition> Position(const Job& job) override {
+    KILN_ASSIGN_OR_RETURN(amqp::QueueStats stats, broker_->Stats(job.spec.model));
+    absl::MutexLock lock(&mu_);
+    // FIFO: every ready message is about ahead of a queued job (an estimate, not an order).
+    return QueuePosition{static_cast<int>(stats.ready),
+                         static_cast<double>(stats.ready) * MeanCost(job.spec.model)};
+  }
+
+  absl::Status SetWebhookStatus(const std::string& id, const std::string& status_json) override {
+    KILN_ASSIGN_OR_RETURN(Job job, Get(id));
+    job.webhook_status = status_json;
+    return Write(job);
+  }
+
+  absl::StatusOr<std::vector<Job>> PendingWebhooks() override { return std::vector<Job>{}; }
+
+  // A broker queue is FIFO: tenant weights have no effect in the distributed mode.
+  absl::Status SetTenantWeight(const std::string&, double) override { return absl::OkStatus(); }
+
+  absl::Status Check() override { return broker_->Health(); }
+  bool forwards_events() const override { return true; }
+  void PublishEvent(const std::string& job_id, const std::string& event_json) override {
+    (void)broker_->PublishEvent(StrCat("job.", job_id), event_json);
+  }
+
+ private:
+  struct Active {
+    Delivery delivery;
+    Job job;
+    int written_step = -1;
+    int64_t written_ms = 0;
+  };
+
+  store::BlobStore* records() { return options_.records; }
+  int64_t Now() const { return options_.now_ms ? options_.now_ms() : UnixMillis(); }
+
+  Job NewRecord(const NewJob& spec) {
+    Job job;
+    job.spec = spec;
+    job.state = JobState::kQueued;
+    job.created_ms = Now();
+    job.seq = job.created_ms;
+    return job;
+  }
+
+  absl::Status Write(const Job& job) {
+    return Annotate(records()->Put(JobRecordKey(job.id()), EncodeJobRecord(job)),
+                    StrCat("writing the record of job ", job.id()));
+  }
+
+  absl::StatusOr<nlohmann::json> ReadBatch(const std::string& id) {
+    if (!store::CheckKey(BatchKey(id)).ok()) {
+      return WithField(absl::NotFoundError(StrCat("no batch '", id, "'")), "batch_id");
+    }
+    auto text = records()->Get(BatchKey(id));
+    if (absl::IsNotFound(text.status())) {
+      return WithField(absl::NotFoundError(StrCat("no batch '", id, "'")), "batch_id");
+    }
+    if (!text.ok()) return text.status();
+    auto b = nlohmann::json::parse(*text, nullptr, false);
+    if (!b.is_object()) return absl::DataLossError(StrCat("the record of batch ", id, " is bad"));
+    return b;
+  }
+
+  void NotePublished(const NewJob& spec) {
+    absl::MutexLock lock(&mu_);
+    auto& [count, sum] = published_cost_[spec.model];
+    ++count;
+    sum += spec.cost;
+  }
+
+  double MeanCost(const std::string& model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = published_cost_.find(model);
+    if (it == published_cost_.end() || it->second.first == 0) return 0;
+    return it->second.second / static_cast<double>(it->second.first);
+  }
+
+  absl::StatusOr<Active> Take(const std::string& id) {
+    absl::MutexLock lock(&mu_);
+    auto it = active_.find(id);
+    if (it == active_.end()) {
+      return absl::FailedPreconditionError(StrCat("this worker does not hold job ", id));
+    }
+    Active a = std::move(it->second);
+    active_.erase(it);
+    return a;
+  }
+
+  // Puts the job back as a fresh message (so that handing back does not use up the broker's
+  // delivery limit), then settles the old delivery.
+  void Requeue(Active& a) {
+    a.job.worker.clear();
+    a.job.lease_until_ms = 0;
+    absl::Status s = Write(a.job);
+    if (s.ok()) s = broker_->PublishJob(a.job.spec.model, EncodeJobRecord(a.job));
+    if (s.ok()) {
+      broker_->Ack(a.delivery);
+    } else {
+      log::Warn("requeueing through the broker", {{"job", a.job.id()}, {"error", s.ToString()}});
+      broker_->Requeue(a.delivery);
+    }
+  }
+
+  // Claims one delivery: nullopt when the job needs no run (done, cancelled, out of attempts),
+  // an error when its record cannot be read or written now.
+  absl::StatusOr<std::optional<Job>> ClaimOne(const Delivery& d, const std::string& worker,
+                                              int64_t lease_ms) {
+    auto sent = DecodeJobRecord(d.body);
+    if (!sent.ok()) {
+      log::Error("a job message is not a job record; dead-lettered",
+                 {{"model", d.model}, {"error", sent.status().ToString()}});
+      broker_->Reject(d);
+      return std::nullopt;
+    }
+    const std::string id = sent->id();
+    {
+      absl::MutexLock lock(&mu_);
+      if (auto it = active_.find(id); it != active_.end()) {
+        // Redelivered after a reconnect while this worker still runs it: settle the new copy.
+        it->second.delivery = d;
+        return std::nullopt;
+      }
+    }
+    auto current = Get(id);
+    if (absl::IsNotFound(current.status())) {
+      current = *sent;  // the record was lost: the message carries everything
+    } else if (!current.ok()) {
+      return current.status();
+    }
+    Job job = std::move(*current);
+    const int64_t now = Now();
+    if (IsFinal(job.state)) {
+      broker_->Ack(d);  // a duplicate message of a job that is done
+      return std::nullopt;
+    }
+    KILN_ASSIGN_OR_RETURN(bool cancel, records()->Exists(CancelKey(id)));
+    bool cancelled;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled = cancel || cancelled_.Contains(id);
+    }
+    if (cancelled) {
+      job.state = JobState::kCancelled;
+      job.finished_ms = now;
+      KILN_RETURN_IF_ERROR(Write(job));
+      broker_->Ack(d);
+      return std::nullopt;
+    }
+    if (job.spec.deadline_ms > 0 && now > job.spec.deadline_ms && job.started_ms == 0) {
+      job.state = JobState::kFailed;
+      job.finished_ms = now;
+      job.error = "the job's deadline passed before it could start";
+      job.error_code = "deadline_exceeded";
+      KILN_RETURN_IF_ERROR(Write(job));
+      broker_->Ack(d);
+      return std::nullopt;
+    }
+    if (job.attempts >= job.spec.max_attempts) {
+      // Every attempt ended with its worker gone (killed, or the machine lost).
+      job.state = JobState::kFailed;
+      job.finished_ms = now;
+      job.error =
+          StrCat("the job was started ", job.attempts, " times and its worker stopped each time");
+      job.error_code = "worker_lost";
+      KILN_RETURN_IF_ERROR(Write(job));
+      broker_->Reject(d);
+      return std::nullopt;
+    }
+    job.state = JobState::kRunning;
+    ++job.attempts;
+    job.worker = worker;
+    job.started_ms = now;
+    job.lease_until_ms = now + lease_ms;
+    job.step = 0;
+    job.cancel_requested = false;
+    KILN_RETURN_IF_ERROR(Write(job));
+    absl::MutexLock lock(&mu_);
+    active_[id] = Active{d, job, 0, now};
+    return std::optional<Job>(std::move(job));
+  }
+
+  // Consumer thread: a job message arrived.
+  void Received(Delivery d) {
+    const std::string model = d.model;
+    {
+      absl::MutexLock lock(&mu_);
+      ready_[model].push_back(std::move(d));
+    }
+    if (options_.on_available) options_.on_available(model);
+  }
+
+  // Consumer thread: "cancel.<id>" or "job.<id>".
+  void Event(const std::string& key, const std::string& body) {
+    if (key.rfind("cancel.", 0) == 0) {
+      absl::MutexLock lock(&mu_);
+      cancelled_.Add(key.substr(7));
+      return;
+    }
+    if (key.rfind("job.", 0) == 0 && options_.on_event) options_.on_event(key.substr(4), body);
+  }
+
+  // Consumer thread: a message the broker dead-lettered. Jobs that are not final yet ran out of
+  // deliveries (their workers kept dying before settling them).
+  void DeadLetter(const std::string& body) {
+    auto sent = DecodeJobRecord(body);
+    if (!sent.ok()) return;
+    auto job = Get(sent->id());
+    if (!job.ok() || IsFinal(job->state)) return;
+    job->state = JobState::kFailed;
+    job->finished_ms = Now();
+    job->error = "the broker dead-lettered the job after too many deliveries";
+    job->error_code = "worker_lost";
+    if (absl::Status s = Write(*job); !s.ok()) {
+      log::Error("cannot record a dead-lettered job",
+                 {{"job", job->id()}, {"error", s.ToString()}});
+      return;
+    }
+    log::Warn("job dead-lettered", {{"job", job->id()}});
+  }
+
+  const QueueOptions options_;
+  std::unique_ptr<amqp::Broker> broker_;
+
+  absl::Mutex mu_;
+  std::map<std::string, std::deque<Delivery>> ready_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Active> active_ ABSL_GUARDED_BY(mu_);
+  CancelSet cancelled_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::pair<int64_t, double>> published_cost_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<JobQueue>> OpenAmqpQueue(std::string_view url,
+                                                        QueueOptions options) {
+  auto queue = std::make_unique<AmqpJobQueue>(std::move(options));
+  KILN_RETURN_IF_ERROR(queue->Start(url));
+  return queue;
+}
+
+}  // namespace kiln::queue
