@@ -15,6 +15,7 @@ void CollectServingMetrics(const ApiContext& ctx) {
     m.model_ready.With({e.name}).Set(e.status.ok() ? 1 : 0);
     m.model_load_seconds.With({e.name}).Set(e.load_seconds);
   }
+  if (ctx.events) m.event_streams.With({}).Set(static_cast<double>(ctx.events->streams()));
   const std::string interactive(queue::PriorityClassName(queue::PriorityClass::kInteractive));
   // One read of the scheduler and the queue serves the autoscaling and the queue gauges.
   for (ModelScale& s : ComputeScale(ctx)) {

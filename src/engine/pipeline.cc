@@ -4,6 +4,7 @@
 #include <torch/script.h>
 
 #include <cmath>
+#include <sstream>
 
 #include "absl/synchronization/mutex.h"
 #include "core/status_util.h"
@@ -145,6 +146,71 @@ absl::StatusOr<torch::Tensor> Pipeline::Impl::EncodeImage(const Image& image) {
   } catch (const std::exception& e) {
     return absl::InternalError(StrCat("model '", spec.name, "': encoder failed: ", e.what()));
   }
+}
+
+namespace {
+constexpr int64_t kCheckpointMagic = 0x4b494c4e43500001;  // "KILNCP", version 1
+}  // namespace
+
+absl::StatusOr<std::string> Pipeline::Checkpoint(const Generation& generation) {
+  const auto& tg = static_cast<const TorchGeneration&>(generation);
+  try {
+    std::vector<torch::Tensor> parts;
+    const bool has_old = tg.sampler.old_denoised().defined();
+    parts.push_back(torch::tensor({kCheckpointMagic, static_cast<int64_t>(tg.sampler.step()),
+                                   static_cast<int64_t>(tg.sampler.num_steps()),
+                                   static_cast<int64_t>(tg.n), int64_t{has_old}},
+                                  torch::kInt64));
+    parts.push_back(tg.x.to(torch::kCPU).clone());
+    parts.push_back(has_old ? tg.sampler.old_denoised().to(torch::kCPU).clone()
+                            : torch::zeros({0}));
+    for (const at::Generator& g : tg.generators) {
+      std::lock_guard<std::mutex> lock(const_cast<at::Generator&>(g).mutex());
+      parts.push_back(g.get_state());
+    }
+    std::ostringstream out;
+    torch::save(parts, out);
+    return out.str();
+  } catch (const std::exception& e) {
+    return absl::InternalError(StrCat("writing a checkpoint failed: ", e.what()));
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Generation>> Pipeline::Resume(const GenerationRequest& request,
+                                                             std::string_view checkpoint) {
+  std::vector<torch::Tensor> parts;
+  try {
+    std::istringstream in{std::string(checkpoint)};
+    torch::load(parts, in);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(StrCat("the checkpoint cannot be read: ", e.what()));
+  }
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Generation> gen, Start(request));
+  auto& tg = static_cast<TorchGeneration&>(*gen);
+  if (parts.size() < 3 || parts[0].numel() != 5 || parts[0].scalar_type() != torch::kInt64) {
+    return absl::InvalidArgumentError("the checkpoint is not a Kiln checkpoint");
+  }
+  const auto meta = parts[0].accessor<int64_t, 1>();
+  const int64_t step = meta[1], num_steps = meta[2], n = meta[3];
+  if (meta[0] != kCheckpointMagic) return absl::InvalidArgumentError("unknown checkpoint version");
+  if (num_steps != tg.sampler.num_steps() || n != tg.n ||
+      static_cast<int64_t>(parts.size()) != 3 + n || step < 0 || step > num_steps ||
+      !parts[1].sizes().equals(tg.x.sizes())) {
+    return absl::InvalidArgumentError("the checkpoint was taken from a different request");
+  }
+  try {
+    c10::InferenceMode inference;
+    tg.x = parts[1].to(tg.x.device());
+    torch::Tensor old = meta[4] ? parts[2].to(tg.x.device()) : torch::Tensor();
+    tg.sampler.Restore(static_cast<int>(step), old);
+    for (int64_t i = 0; i < n; ++i) {
+      std::lock_guard<std::mutex> lock(tg.generators[i].mutex());
+      tg.generators[i].set_state(parts[3 + i]);
+    }
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(StrCat("the checkpoint cannot be applied: ", e.what()));
+  }
+  return gen;
 }
 
 absl::StatusOr<std::unique_ptr<Generation>> Pipeline::Start(const GenerationRequest& request) {

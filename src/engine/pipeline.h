@@ -56,6 +56,15 @@ class Pipeline {
   // (no decoder call), a rough picture. REQUIRES: at least one step taken.
   absl::StatusOr<Image> Preview(const Generation& generation, int max_side = 64);
 
+  // A snapshot of `generation` at its step boundary (the sample, the sampler's state and every
+  // image's RNG state) as opaque bytes, so that another process can Resume it: the resumed
+  // generation continues exactly as this one would have.
+  absl::StatusOr<std::string> Checkpoint(const Generation& generation);
+  // Start(request) with the state of `checkpoint`. InvalidArgument when the checkpoint is
+  // damaged or was taken from a different request.
+  absl::StatusOr<std::unique_ptr<Generation>> Resume(const GenerationRequest& request,
+                                                     std::string_view checkpoint);
+
   // Start, Step until done, Finish. `on_step(step, num_steps)` runs after each step.
   absl::StatusOr<std::vector<Image>> Generate(
       const GenerationRequest& request, const std::function<void(int, int)>& on_step = nullptr);

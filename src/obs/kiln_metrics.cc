@@ -51,7 +51,8 @@ KilnMetrics::KilnMetrics(Registry& r)
       autoscale_desired(r.AddGauge("kiln_autoscale_desired_replicas",
                                    "Replicas the autoscaling policy asks for.", {"model"})),
       autoscale_backlog(r.AddGauge("kiln_autoscale_backlog_seconds",
-                                   "Queued and running work in device-seconds.", {"model"})) {}
+                                   "Queued and running work in device-seconds.", {"model"})),
+      event_streams(r.AddGauge("kiln_event_streams", "Job event streams (SSE) open.", {})) {}
 
 void AddProcessMetrics(Registry& r) {
   auto& cpu = r.AddCounter("kiln_process_cpu_seconds_total", "User and system CPU time.");

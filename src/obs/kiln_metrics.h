@@ -31,6 +31,7 @@ struct KilnMetrics {
   Family<Gauge>& model_ready;         // model: 1 when loaded
   Family<Gauge>& autoscale_desired;   // model: replicas the autoscaling policy asks for
   Family<Gauge>& autoscale_backlog;   // model: queued + running device-seconds
+  Family<Gauge>& event_streams;       // (no labels): job event streams (SSE) open
 };
 
 // Adds the process metrics (CPU seconds, resident and virtual memory, open and max file

@@ -32,6 +32,10 @@ std::string JobService::ResultKey(const std::string& job_id, int index) {
   return StrCat("jobs/", job_id, "/", index, ".png");
 }
 
+std::string JobService::CheckpointKey(const std::string& job_id) {
+  return StrCat("jobs/", job_id, "/checkpoint.bin");
+}
+
 std::string JobService::InputKey(const std::string& job_id) {
   return StrCat("jobs/", job_id, "/input");
 }
@@ -130,6 +134,14 @@ absl::StatusOr<WorkItemPtr> JobService::Load(const queue::Job& job) {
     }
   }
   auto item = std::make_shared<WorkItem>();
+  // A job handed back by a stopping worker continues from where it was.
+  auto checkpoint = store_->Get(CheckpointKey(job.id()));
+  if (checkpoint.ok()) {
+    item->resume_from = std::move(*checkpoint);
+  } else if (!absl::IsNotFound(checkpoint.status())) {
+    log::Warn("cannot read a job's checkpoint; it starts over",
+              {{"job", job.id()}, {"error", checkpoint.status().ToString()}});
+  }
   item->id = job.id();
   item->model = job.spec.model;
   item->request = std::move(stored.request);
@@ -194,6 +206,7 @@ absl::StatusOr<std::vector<std::string>> JobService::WriteResults(
                            {"model", item.model},
                            {"request", engine::RequestSummary(item.request)},
                            {"images", keys}};
+  if (item.resumed_from_step >= 0) result["resumed_from_step"] = item.resumed_from_step;
   KILN_RETURN_IF_ERROR(store_->Put(StrCat("jobs/", item.id, "/result.json"), result.dump()));
   return keys;
 }
@@ -205,6 +218,7 @@ void JobService::OnDone(WorkItem& item, absl::StatusOr<std::vector<engine::Image
     auto keys = WriteResults(item, *result);
     if (keys.ok()) {
       s = queue_->Complete(item.id, worker, *keys);
+      if (s.ok() && !item.resume_from.empty()) (void)store_->Delete(CheckpointKey(item.id));
     } else {
       log::Error("storing results failed", {{"job", item.id},
                                             {"trace_id", item.trace.trace_id},
@@ -217,7 +231,17 @@ void JobService::OnDone(WorkItem& item, absl::StatusOr<std::vector<engine::Image
   } else if (absl::IsCancelled(result.status())) {
     s = queue_->MarkCancelled(item.id, worker);
   } else if (absl::IsUnavailable(result.status())) {
-    // Handed back at shutdown: another run picks it up without counting an attempt.
+    // Handed back at shutdown: another run picks it up without counting an attempt, from the
+    // checkpoint when there is one.
+    if (!item.checkpoint.empty()) {
+      absl::Status saved = store_->Put(CheckpointKey(item.id), item.checkpoint);
+      if (saved.ok()) {
+        log::Info("job checkpointed", {{"job", item.id}, {"step", item.checkpoint_step}});
+      } else {
+        log::Warn("cannot store a job's checkpoint; it will start over",
+                  {{"job", item.id}, {"error", saved.ToString()}});
+      }
+    }
     s = queue_->Release(item.id, worker);
     if (s.ok()) log::Info("job handed back", {{"job", item.id}, {"trace_id", item.trace.trace_id}});
     return;

@@ -73,6 +73,7 @@ class JobService final : public JobFeed {
 
   static std::string ResultKey(const std::string& job_id, int index);
   static std::string InputKey(const std::string& job_id);
+  static std::string CheckpointKey(const std::string& job_id);
 
  private:
   void OnDone(WorkItem& item, absl::StatusOr<std::vector<engine::Image>> result);

@@ -48,8 +48,20 @@ void Replica::Loop() {
     }
     StepAll();
   }
-  // Hand back whatever did not finish within the grace period.
+  // Hand back whatever did not finish within the grace period; jobs keep their progress in a
+  // checkpoint taken at this step boundary, so that the next worker resumes them.
   while (!running_.empty()) {
+    Running& r = running_.back();
+    if (r.item->klass != queue::PriorityClass::kInteractive) {
+      auto checkpoint = pipeline_->Checkpoint(*r.generation);
+      if (checkpoint.ok()) {
+        r.item->checkpoint = std::move(*checkpoint);
+        r.item->checkpoint_step = r.generation->step();
+      } else {
+        log::Warn("cannot checkpoint a job; it will start over",
+                  {{"job", r.item->id}, {"error", checkpoint.status().ToString()}});
+      }
+    }
     Retire(running_.size() - 1,
            absl::UnavailableError("the server stopped before the job finished; handed back"));
   }
@@ -65,7 +77,19 @@ void Replica::Admit(bool idle) {
       continue;
     }
     const int64_t start_ns = obs::UnixNanos();
-    auto generation = pipeline_->Start(item->request);
+    absl::StatusOr<std::unique_ptr<engine::Generation>> generation;
+    if (!item->resume_from.empty()) {
+      generation = pipeline_->Resume(item->request, item->resume_from);
+      if (generation.ok()) {
+        item->resumed_from_step = (*generation)->step();
+        log::Info("job resumed from its checkpoint",
+                  {{"job", item->id}, {"step", item->resumed_from_step}});
+      } else {
+        log::Warn("cannot resume a job from its checkpoint; starting over",
+                  {{"job", item->id}, {"error", generation.status().ToString()}});
+      }
+    }
+    if (item->resumed_from_step < 0) generation = pipeline_->Start(item->request);
     const int64_t started_ns = obs::UnixNanos();
     if (Tracing(*item)) {
       options_.tracer->RecordChild(item->trace, "queue.wait", item->accepted_ms * 1000000, start_ns,

@@ -44,6 +44,13 @@ struct WorkItem {
   // Called once with the images or the error (Cancelled when cancelled).
   std::function<void(WorkItem&, absl::StatusOr<std::vector<engine::Image>>)> on_done;
 
+  // Checkpoints (async jobs): the one to continue from, set at creation; and the one the
+  // replica took when it handed the job back unfinished (set before on_done, may stay empty).
+  std::string resume_from;
+  int resumed_from_step = -1;  // set by the replica when it resumed; -1: started afresh
+  std::string checkpoint;
+  int checkpoint_step = 0;
+
   // Set by the fair queue.
   double virtual_finish = 0;
   uint64_t seq = 0;

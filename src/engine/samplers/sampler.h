@@ -38,6 +38,15 @@ class Sampler {
   // The final image-space sample (DDIM maps back from sigma space). REQUIRES: done().
   torch::Tensor Output(const torch::Tensor& x) const;
 
+  // What a checkpoint must keep beyond the sample: the step and the previous estimate (DPM++ 2M;
+  // undefined for the other samplers and before the first step).
+  const torch::Tensor& old_denoised() const { return old_denoised_; }
+  // REQUIRES: 0 <= step <= num_steps().
+  void Restore(int step, torch::Tensor old_denoised) {
+    step_ = step;
+    old_denoised_ = std::move(old_denoised);
+  }
+
  private:
   SamplerSpec spec_;
   SigmaPlan plan_;
