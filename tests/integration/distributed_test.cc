@@ -180,7 +180,7 @@ TEST_F(DistributedTest, SigtermCheckpointsTheJobAndAnotherWorkerResumesItToTheSa
   })) << Get(gateway, id).dump();
   first->Signal(SIGTERM);
   EXPECT_EQ(first->Wait(std::chrono::seconds(30)), 0) << first->log();
-  EXPECT_NE(first->log().find("job checkpointed"), std::string::npos) << first->log();
+  EXPECT_TRUE(first->WaitForLog("job checkpointed", std::chrono::seconds(5))) << first->log();
   const json handed_back = Get(gateway, id);
   EXPECT_EQ(handed_back["state"], "queued") << handed_back.dump();
   EXPECT_EQ(handed_back["attempts"], 0) << "handing back is not an attempt";

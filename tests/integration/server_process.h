@@ -45,8 +45,8 @@ HttpResult HttpRequest(const std::string& method, const std::string& url, const 
                        const std::vector<std::string>& headers);
 HttpResult HttpPostForm(const std::string& url, const std::vector<FormField>& fields);
 
-// `kiln serve --port 0 ...` with its stderr captured; the port is read from its "listening" log
-// line. The destructor kills the process if it still runs.
+// `kiln serve --port 0 ...` with its stdout and stderr captured in a file; the port is read from
+// its "listening" log line. The destructor kills the process if it still runs.
 class ServerProcess {
  public:
   explicit ServerProcess(std::vector<std::string> extra_args);
@@ -64,7 +64,8 @@ class ServerProcess {
  private:
   void ReadAvailable(std::chrono::milliseconds timeout);
   pid_t pid_ = -1;
-  int stderr_fd_ = -1;
+  int stderr_fd_ = -1;  // reads the child's log file
+  std::filesystem::path log_path_;
   int port_ = 0;
   std::string log_;
   bool exited_ = false;
