@@ -26,6 +26,7 @@ std::vector<ModelScale> ComputeScale(const ApiContext& ctx) {
         m.work.queued_seconds += m.backlog->queued_cost;
         // Claimed jobs are in `held` already; jobs running elsewhere (other workers) are not.
         m.work.running = std::max(m.work.running, m.backlog->running);
+        m.work.running_seconds = std::max(m.work.running_seconds, m.backlog->running_cost);
       }
     }
     m.desired = scale::DesiredReplicas(ctx.autoscale, m.work);

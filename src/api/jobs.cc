@@ -72,6 +72,10 @@ http::Response HandleCreateJob(const ApiContext& ctx, const http::Request& req) 
   }
   auto request = ParseJobRequest(body, *ctx.models, /*batch_line=*/false);
   if (!request.ok()) return ErrorResponse(request.status());
+  // A store that takes no writes now (a full disk: 507) would fail the job after accepting it.
+  if (ctx.dependencies) {
+    if (absl::Status s = ctx.dependencies->store(); !s.ok()) return ErrorResponse(s);
+  }
   std::string idempotency_key(req.Header("idempotency-key").value_or(""));
   if (idempotency_key.size() > 255) {
     return ErrorResponse(InvalidField("Idempotency-Key", "Idempotency-Key is longer than 255"));

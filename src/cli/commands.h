@@ -36,6 +36,11 @@ struct ServeOptions {
   std::string webhook_secret;  // default: $KILN_WEBHOOK_SECRET, else generated into --data
   std::string web_dir;         // empty: the UI files embedded in the binary
   std::string otlp_endpoint;   // OTLP/HTTP base URL; default $OTEL_EXPORTER_OTLP_ENDPOINT
+  // Workers on Spot VMs: poll this URL (GCE: .../instance/preempted) and stop, checkpointing,
+  // when it answers TRUE, within at most preemption_grace_seconds.
+  std::string preemption_url;
+  int preemption_grace_seconds = 20;
+  int exit_when_idle = 0;  // workers: stop after this many seconds with no job (0 = never)
 };
 
 struct GenerateOptions {

@@ -67,6 +67,15 @@ int main(int argc, char** argv) {
     cmd->add_option(
         "--otlp-endpoint", serve.otlp_endpoint,
         "Export traces over OTLP/HTTP to this base URL (default $OTEL_EXPORTER_OTLP_ENDPOINT)");
+    cmd->add_option("--preemption-url", serve.preemption_url,
+                    "Worker: poll this URL (GCE metadata instance/preempted) and stop, "
+                    "checkpointing, when it answers TRUE");
+    cmd->add_option("--preemption-grace-seconds", serve.preemption_grace_seconds,
+                    "Worker: time to finish running work once preempted (at most --grace-seconds)")
+        ->check(CLI::Range(0, 3600));
+    cmd->add_option("--exit-when-idle", serve.exit_when_idle,
+                    "Worker: stop after this many seconds with no job queued or held (0 = never)")
+        ->check(CLI::Range(0, 86400));
     cmd->add_option("--web-dir", serve.web_dir,
                     "Serve the UI from this folder instead of the embedded files (for UI work)")
         ->check(CLI::ExistingDirectory);

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cstdlib>
@@ -25,10 +26,12 @@
 #include "core/logging.h"
 #include "core/strings.h"
 #include "engine/model_repository.h"
+#include "http/client.h"
 #include "http/server.h"
 #include "queue/job_queue.h"
 #include "sched/job_events.h"
 #include "sched/job_service.h"
+#include "sched/preemption_watch.h"
 #include "sched/scheduler.h"
 #include "sched/webhooks.h"
 #include "store/blob_store.h"
@@ -103,6 +106,16 @@ class DependencyChecker {
   std::thread thread_;
 };
 
+// Nothing for this worker to do: no job held, none waiting in its models' queues.
+bool WorkerIdle(const sched::Scheduler& scheduler, queue::JobQueue& queue) {
+  for (const sched::ModelLoad& load : scheduler.Loads()) {
+    if (load.held > 0 || load.waiting_sync > 0) return false;
+    auto backlog = queue.Backlog(load.model);
+    if (!backlog.ok() || backlog->queued > 0) return false;  // unknown counts as busy
+  }
+  return true;
+}
+
 std::string DefaultWorkerId() {
   char host[256] = {0};
   if (::gethostname(host, sizeof(host) - 1) != 0 || host[0] == 0) std::strcpy(host, "kiln");
@@ -166,6 +179,12 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o, const Ser
         set_int(o.max_queued_sync, d.max_queued_sync);
       else if (key == "log_level")
         set_str(o.log_level, d.log_level);
+      else if (key == "preemption_url")
+        set_str(o.preemption_url, d.preemption_url);
+      else if (key == "preemption_grace_seconds")
+        set_int(o.preemption_grace_seconds, d.preemption_grace_seconds);
+      else if (key == "exit_when_idle")
+        set_int(o.exit_when_idle, d.exit_when_idle);
       else
         return path + ": unknown key '" + key + "'";
     } catch (const YAML::Exception& e) {
@@ -189,6 +208,17 @@ int RunServe(ServeOptions o) {
   }
   const bool gateway = o.role == "gateway";
   const bool worker = o.role == "worker";
+  if ((!o.preemption_url.empty() || o.exit_when_idle > 0) && !worker) {
+    log::Error("--preemption-url and --exit-when-idle are for workers (kiln worker)",
+               {{"role", o.role}});
+    return 2;
+  }
+  if (!o.preemption_url.empty()) {
+    if (absl::Status s = http::CheckHttpUrl(o.preemption_url, "preemption_url"); !s.ok()) {
+      log::Error("bad --preemption-url", {{"error", Message(s)}});
+      return 2;
+    }
+  }
   // LibTorch from Debian starts with one intra-op thread; 0 means use every core.
   at::set_num_threads(o.threads > 0
                           ? o.threads
@@ -369,7 +399,6 @@ int RunServe(ServeOptions o) {
   boost::asio::io_context io;
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   boost::asio::steady_timer keepalive(io);
-  int received = 0;
   std::function<void()> tick = [&] {
     keepalive.expires_after(std::chrono::seconds(15));
     keepalive.async_wait([&](const boost::system::error_code& e) {
@@ -379,16 +408,52 @@ int RunServe(ServeOptions o) {
     });
   };
   tick();
-  signals.async_wait([&](const boost::system::error_code&, int sig) {
-    received = sig;
+  // Why the process stops: a signal, preemption, or (--exit-when-idle) nothing left to do.
+  std::string reason;
+  boost::asio::steady_timer idle_timer(io);
+  auto stop = [&](std::string why) {
+    if (!reason.empty()) return;
+    reason = std::move(why);
+    signals.cancel();
     keepalive.cancel();
+    idle_timer.cancel();
+  };
+  signals.async_wait([&](const boost::system::error_code& e, int sig) {
+    if (!e) stop(StrCat("signal ", sig));
   });
+  std::unique_ptr<sched::PreemptionWatch> preemption;
+  if (!o.preemption_url.empty()) {
+    sched::PreemptionWatchOptions po;
+    po.url = o.preemption_url;
+    po.on_preempted = [&io, &stop] { boost::asio::post(io, [&stop] { stop("preempted"); }); };
+    preemption = std::make_unique<sched::PreemptionWatch>(po);
+  }
+  // --exit-when-idle: stop once no job was queued for, or held by, this worker for that long.
+  auto idle_since = std::chrono::steady_clock::now();
+  std::function<void()> idle_tick = [&] {
+    idle_timer.expires_after(std::chrono::seconds(1));
+    idle_timer.async_wait([&](const boost::system::error_code& e) {
+      if (e) return;
+      if (!WorkerIdle(scheduler, *q)) idle_since = std::chrono::steady_clock::now();
+      if (std::chrono::steady_clock::now() - idle_since >= std::chrono::seconds(o.exit_when_idle)) {
+        stop("idle");
+        return;
+      }
+      idle_tick();
+    });
+  };
+  if (o.exit_when_idle > 0) idle_tick();
   io.run();
 
-  log::Info("shutting down", {{"signal", received}, {"in_flight", (*server)->in_flight()}});
+  // Preempted: the machine goes away soon (GCE: 30 s), whatever --grace-seconds says.
+  const int grace = reason == "preempted" ? std::min(o.grace_seconds, o.preemption_grace_seconds)
+                                          : o.grace_seconds;
+  log::Info("shutting down",
+            {{"reason", reason}, {"grace_seconds", grace}, {"in_flight", (*server)->in_flight()}});
+  if (preemption) preemption->Stop();
   events.Shutdown();  // event streams end; clients reconnect elsewhere
-  (*server)->Shutdown(std::chrono::seconds(o.grace_seconds));
-  scheduler.Stop(std::chrono::seconds(o.grace_seconds));
+  (*server)->Shutdown(std::chrono::seconds(grace));
+  scheduler.Stop(std::chrono::seconds(grace));
   webhooks.Stop();
   scheduler_ref = nullptr;
   jobs_ref = nullptr;

@@ -31,7 +31,10 @@ struct QueueOptions {
   std::vector<std::string> consume;     // models whose jobs this process runs (a worker)
   int prefetch = 8;                     // unacked deliveries per consumed model
   int delivery_limit = 20;              // deliveries before the broker dead-letters a job
-  bool handle_dead_letters = false;     // mark dead-lettered jobs failed (gateways)
+  // Workers report what they run every this often (gateways count running work from the
+  // reports, which expire after three intervals: a killed worker's jobs stop counting).
+  int64_t load_report_ms = 5000;
+  bool handle_dead_letters = false;  // mark dead-lettered jobs failed (gateways)
   // Called on the broker's thread for every job event any worker published ("job.<id>");
   // set on gateways, which stream events to their clients.
   std::function<void(const std::string& job_id, const std::string& event_json)> on_event;
@@ -68,7 +71,8 @@ struct Batch {
 struct ModelBacklog {
   int queued = 0;
   int running = 0;
-  double queued_cost = 0;  // device-seconds
+  double queued_cost = 0;   // device-seconds
+  double running_cost = 0;  // device-seconds the running jobs still need (0 where unknown)
   std::map<PriorityClass, int> queued_by_class;
   std::map<PriorityClass, double> queued_cost_by_class;
 };

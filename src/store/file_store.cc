@@ -22,7 +22,10 @@ namespace fs = std::filesystem;
 
 absl::Status ErrnoError(std::string_view what, const fs::path& path, int err) {
   const std::string msg = StrCat(what, " ", path.string(), ": ", std::strerror(err));
-  if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(msg);
+  // 507 Insufficient Storage: not the client's fault, and not a rate limit (429).
+  if (err == ENOSPC || err == EDQUOT) {
+    return WithHttpStatus(absl::ResourceExhaustedError(StrCat("the disk is full: ", msg)), 507);
+  }
   if (err == ENOENT) return absl::NotFoundError(msg);
   return absl::UnavailableError(msg);
 }
@@ -86,6 +89,14 @@ class FileStore final : public BlobStore {
     KILN_RETURN_IF_ERROR(CheckKey(key));
     std::error_code ec;
     return fs::is_regular_file(root_ / std::string(key), ec);
+  }
+
+  // A real write and delete of a small file: a full disk, a read-only mount or lost
+  // permissions make the server not ready instead of failing each request.
+  absl::Status Check() override {
+    constexpr std::string_view kProbe = ".kiln-ready-check";
+    KILN_RETURN_IF_ERROR(Put(kProbe, std::string(4096, 'k')));
+    return Delete(kProbe);
   }
 
   absl::Status Delete(std::string_view key) override {

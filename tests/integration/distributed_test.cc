@@ -4,11 +4,14 @@
 // bytes; the broker's absence, bad credentials and a broker restart are survived.
 #include <signal.h>
 
+#include <atomic>
 #include <filesystem>
 #include <thread>
 
 #include "core/ids.h"
 #include "gtest/gtest.h"
+#include "http/router.h"
+#include "http/server.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/rabbitmq.h"
 #include "tests/integration/server_process.h"
@@ -204,6 +207,68 @@ TEST_F(DistributedTest, SigtermCheckpointsTheJobAndAnotherWorkerResumesItToTheSa
     ASSERT_EQ(resumed.status, 200) << key << " " << resumed.body;
     EXPECT_TRUE(resumed.body == straight.body) << "image " << i << " differs after resuming";
   }
+}
+
+TEST_F(DistributedTest, APreemptionNoticeCheckpointsAndAnIdleWorkerExitsByItself) {
+  // A stand-in for the GCE metadata server: FALSE until the test preempts the machine.
+  std::atomic<bool> preempted{false};
+  auto text = [](int status, const std::string& body) {
+    http::Response r;
+    r.status = status;
+    r.content_type = "text/plain";
+    r.body = body;
+    return r;
+  };
+  http::Router router(text);
+  router.Add("GET", "/computeMetadata/v1/instance/preempted",
+             [&preempted, &text](const http::Request& r, const http::PathParams&) {
+               auto flavor = r.headers.find("metadata-flavor");
+               if (flavor == r.headers.end() || flavor->second != "Google") {
+                 return text(403, "missing Metadata-Flavor");
+               }
+               return text(200, preempted ? "TRUE" : "FALSE");
+             });
+  http::ServerOptions metadata_options;
+  metadata_options.port = 0;
+  auto metadata = http::Server::Start(metadata_options, router);
+  ASSERT_TRUE(metadata.ok()) << metadata.status();
+  const std::string preempted_url = "http://127.0.0.1:" + std::to_string((*metadata)->port()) +
+                                    "/computeMetadata/v1/instance/preempted";
+
+  const std::string models = std::string(KILN_SOURCE_DIR) + "/models";
+  ServerProcess gateway(Args("gateway", models));
+  ASSERT_TRUE(gateway.started()) << gateway.log();
+  const json request = {
+      {"model", "tiny-shapes"}, {"prompt", "a blue circle"}, {"steps", 150}, {"n", 4}, {"seed", 78},
+      {"sampler", "euler"}};
+  std::vector<std::string> args = Args("worker", models);
+  args.insert(args.end(), {"--preemption-url", preempted_url, "--grace-seconds", "600",
+                           "--preemption-grace-seconds", "0"});
+  ServerProcess spot(args);
+  ASSERT_TRUE(spot.started()) << spot.log();
+  const std::string id = Post(gateway, request)["id"];
+  ASSERT_TRUE(WaitUntil(std::chrono::seconds(60), [&] {
+    const json j = Get(gateway, id);
+    return j["state"] == "running" && j["progress"]["step"].get<int>() >= 3;
+  })) << Get(gateway, id).dump();
+  preempted = true;
+  // It stops by itself, checkpointing at once (the preemption grace, not --grace-seconds).
+  EXPECT_EQ(spot.Wait(std::chrono::seconds(60)), 0) << spot.log();
+  EXPECT_TRUE(spot.WaitForLog("the machine is being preempted", std::chrono::seconds(5)))
+      << spot.log();
+  EXPECT_TRUE(spot.WaitForLog("job checkpointed", std::chrono::seconds(5))) << spot.log();
+
+  // A worker that exits once idle (a KEDA ScaledJob's): resumes the job, then stops itself.
+  std::vector<std::string> batch_args = Args("worker", models);
+  batch_args.insert(batch_args.end(), {"--exit-when-idle", "2"});
+  ServerProcess batch(batch_args);
+  ASSERT_TRUE(batch.started()) << batch.log();
+  ASSERT_TRUE(WaitState(gateway, id, "succeeded", std::chrono::seconds(120))) << batch.log();
+  const json result =
+      json::parse(HttpGet(gateway.url() + "/v1/files/jobs/" + id + "/result.json").body);
+  EXPECT_GE(result["resumed_from_step"].get<int>(), 3) << result.dump();
+  EXPECT_EQ(batch.Wait(std::chrono::seconds(60)), 0) << batch.log();
+  EXPECT_TRUE(batch.WaitForLog("\"reason\":\"idle\"", std::chrono::seconds(5))) << batch.log();
 }
 
 TEST_F(DistributedTest, NoBrokerOrBadCredentialsMeanNotReadyNotACrash) {

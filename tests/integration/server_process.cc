@@ -114,7 +114,8 @@ HttpResult HttpPostForm(const std::string& url, const std::vector<FormField>& fi
   return r;
 }
 
-ServerProcess::ServerProcess(std::vector<std::string> extra_args) {
+ServerProcess::ServerProcess(std::vector<std::string> extra_args,
+                             std::vector<std::string> wrapper) {
   // Each server gets its own data directory unless the test chose one (to restart on it).
   if (std::find(extra_args.begin(), extra_args.end(), "--data") == extra_args.end()) {
     static std::atomic<int> counter{0};
@@ -137,6 +138,7 @@ ServerProcess::ServerProcess(std::vector<std::string> extra_args) {
   std::vector<std::string> args = {KilnBinary(), "serve", "--host",    "127.0.0.1",
                                    "--port",     "0",     "--threads", "1"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
+  args.insert(args.begin(), wrapper.begin(), wrapper.end());
   pid_ = fork();
   if (pid_ == 0) {
     dup2(out, STDERR_FILENO);

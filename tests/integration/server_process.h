@@ -49,8 +49,12 @@ HttpResult HttpPostForm(const std::string& url, const std::vector<FormField>& fi
 // its "listening" log line. The destructor kills the process if it still runs.
 class ServerProcess {
  public:
-  explicit ServerProcess(std::vector<std::string> extra_args);
+  // `wrapper`, when given, is the start of the command line, before the kiln binary (a program
+  // that sets up the server's environment and then execs the rest, keeping the pid).
+  explicit ServerProcess(std::vector<std::string> extra_args,
+                         std::vector<std::string> wrapper = {});
   ~ServerProcess();
+  pid_t pid() const { return pid_; }
 
   bool started() const { return port_ != 0; }
   std::string url() const;

@@ -1,9 +1,11 @@
 // The distributed JobQueue: RabbitMQ carries the work (a quorum queue per model; an unacked
 // delivery is the lease), the store holds the truth about each job (jobs/{id}/job.json), so any
 // gateway answers for any job. See docs/architecture.md, "Distributed mode".
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "absl/synchronization/mutex.h"
 #include "core/crypto.h"
@@ -23,6 +25,11 @@ namespace {
 using amqp::Delivery;
 
 std::string CancelKey(const std::string& id) { return StrCat("jobs/", id, "/cancel"); }
+// Step progress of a running job. It is kept apart from the record so that only state changes
+// write the record: a progress write that lands late (it is not ordered with the worker's own
+// Complete, nor with another worker's) can then never turn a finished job back into a running
+// one whose message is already acked, which would lose it.
+std::string ProgressKey(const std::string& id) { return StrCat("jobs/", id, "/progress.json"); }
 std::string BatchKey(const std::string& id) { return StrCat("batches/", id, "/batch.json"); }
 std::string IdempotencyKey(const NewJob& j) {
   return StrCat("idempotency/", Sha256Hex(StrCat(j.tenant, "\n", j.idempotency_key)));
@@ -50,6 +57,15 @@ class AmqpJobQueue final : public JobQueue {
  public:
   explicit AmqpJobQueue(QueueOptions options) : options_(std::move(options)) {}
   ~AmqpJobQueue() override {
+    if (reporter_.joinable()) {
+      {
+        absl::MutexLock lock(&mu_);
+        stop_ = true;
+      }
+      reporter_.join();
+      // Gone: gateways stop counting this worker's jobs now rather than when its report expires.
+      (void)broker_->PublishEvent(StrCat("load.", instance_), R"({"ttl_ms":0,"models":{}})");
+    }
     if (broker_) broker_->Stop();
   }
 
@@ -66,11 +82,13 @@ class AmqpJobQueue final : public JobQueue {
     bo.delivery_limit = options_.delivery_limit;
     if (!options_.consume.empty()) bo.event_patterns.push_back("cancel.*");
     if (options_.on_event) bo.event_patterns.push_back("job.*");
+    if (options_.consume.empty()) bo.event_patterns.push_back("load.*");
     bo.consume_dead_letters = options_.handle_dead_letters;
     bo.on_job = [this](Delivery d) { Received(std::move(d)); };
     bo.on_event = [this](const std::string& key, const std::string& body) { Event(key, body); };
     bo.on_dead_letter = [this](const std::string& body) { DeadLetter(body); };
     KILN_ASSIGN_OR_RETURN(broker_, amqp::Broker::Start(std::move(bo)));
+    if (!options_.consume.empty()) reporter_ = std::thread([this] { ReportLoad(); });
     return absl::OkStatus();
   }
 
@@ -147,6 +165,9 @@ class AmqpJobQueue final : public JobQueue {
         d = std::move(ready.front());
         ready.pop_front();
       }
+      // A delivery of a connection that broke is back in its queue, maybe with another worker:
+      // running it here too could write a running record after that worker finished the job.
+      if (!broker_->Live(d)) continue;
       auto claimed = ClaimOne(d, worker, lease_ms);
       if (!claimed.ok()) {
         // The store is not answering: keep the delivery for a later claim.
@@ -162,7 +183,7 @@ class AmqpJobQueue final : public JobQueue {
 
   absl::Status Heartbeat(const std::string& id, const std::string& worker, int64_t lease_ms,
                          int step, int num_steps) override {
-    Job copy;
+    int64_t run;
     {
       absl::MutexLock lock(&mu_);
       auto it = active_.find(id);
@@ -176,13 +197,15 @@ class AmqpJobQueue final : public JobQueue {
       a.job.step = step;
       a.job.num_steps = num_steps;
       a.job.lease_until_ms = Now() + lease_ms;
-      // Progress reaches the record at most twice a second: enough for GET, cheap for the store.
+      // Progress reaches the store at most twice a second: enough for GET, cheap for the store.
       if (step == a.written_step || Now() - a.written_ms < 500) return absl::OkStatus();
       a.written_step = step;
       a.written_ms = Now();
-      copy = a.job;
+      run = a.job.started_ms;
     }
-    return Write(copy);
+    const nlohmann::json progress = {{"run", run}, {"step", step}, {"num_steps", num_steps}};
+    return Annotate(records()->Put(ProgressKey(id), progress.dump()),
+                    StrCat("writing the progress of job ", id));
   }
 
   absl::Status Complete(const std::string& id, const std::string& worker,
@@ -239,6 +262,8 @@ class AmqpJobQueue final : public JobQueue {
       job.finished_ms = Now();
       KILN_RETURN_IF_ERROR(Write(job));
     } else {
+      // A running job's record belongs to its worker, which records the cancel at the next
+      // step boundary; writing it here could undo a Complete that lands meanwhile.
       job.cancel_requested = true;
     }
     return job;
@@ -262,7 +287,21 @@ class AmqpJobQueue final : public JobQueue {
       return WithField(absl::NotFoundError(StrCat("no job '", id, "'")), "job_id");
     }
     if (!text.ok()) return text.status();
-    return DecodeJobRecord(*text);
+    KILN_ASSIGN_OR_RETURN(Job job, DecodeJobRecord(*text));
+    if (job.state == JobState::kRunning) {
+      // Progress is best effort: a record without it still answers.
+      auto progress = records()->Get(ProgressKey(id));
+      if (progress.ok()) {
+        auto p = nlohmann::json::parse(*progress, nullptr, false);
+        // Progress of an earlier run (it started at another time) does not describe this one.
+        if (p.is_object() && p.value("run", int64_t{-1}) == job.started_ms &&
+            p.value("num_steps", 0) > 0) {
+          job.step = p.value("step", 0);
+          job.num_steps = p.value("num_steps", 0);
+        }
+      }
+    }
+    return job;
   }
 
   absl::StatusOr<JobPage> List(const JobFilter& filter) override {
@@ -333,7 +372,23 @@ class AmqpJobQueue final : public JobQueue {
     absl::MutexLock lock(&mu_);
     b.queued = static_cast<int>(stats.ready) + static_cast<int>(ready_[model].size());
     for (const auto& [id, a] : active_) {
-      if (a.job.spec.model == model) ++b.running;
+      if (a.job.spec.model == model) {
+        ++b.running;
+        b.running_cost += Remaining(a.job);
+      }
+    }
+    // Jobs that other workers run, from their reports (a gateway runs none itself).
+    const int64_t now = Now();
+    for (auto it = worker_loads_.begin(); it != worker_loads_.end();) {
+      if (it->second.expires_ms < now) {
+        it = worker_loads_.erase(it);
+        continue;
+      }
+      if (auto m = it->second.models.find(model); m != it->second.models.end()) {
+        b.running += m->second.first;
+        b.running_cost += m->second.second;
+      }
+      ++it;
     }
     b.queued_cost = b.queued * MeanCost(model);
     b.queued_by_class[PriorityClass::kAsync] = b.queued;
@@ -537,8 +592,62 @@ class AmqpJobQueue final : public JobQueue {
     if (options_.on_available) options_.on_available(model);
   }
 
-  // Consumer thread: "cancel.<id>" or "job.<id>".
+  // Device-seconds a running job still needs, from its estimate and its progress.
+  static double Remaining(const Job& job) {
+    if (job.num_steps <= 0) return job.spec.cost;
+    return job.spec.cost * static_cast<double>(job.num_steps - job.step) / job.num_steps;
+  }
+
+  // Worker: publishes what it runs, per model, until the queue closes.
+  void ReportLoad() {
+    while (true) {
+      nlohmann::json models = nlohmann::json::object();
+      {
+        absl::MutexLock lock(&mu_);
+        if (mu_.AwaitWithTimeout(absl::Condition(&stop_),
+                                 absl::Milliseconds(options_.load_report_ms))) {
+          return;
+        }
+        for (const std::string& model : options_.consume) {
+          models[model] = {{"running", 0}, {"running_seconds", 0.0}};
+        }
+        for (const auto& [id, a] : active_) {
+          auto& m = models[a.job.spec.model];
+          m["running"] = m.value("running", 0) + 1;
+          m["running_seconds"] = m.value("running_seconds", 0.0) + Remaining(a.job);
+        }
+      }
+      const nlohmann::json report = {{"ttl_ms", 3 * options_.load_report_ms}, {"models", models}};
+      (void)broker_->PublishEvent(StrCat("load.", instance_), report.dump());
+    }
+  }
+
+  // Consumer thread (gateways): a worker's load report.
+  void LoadReport(const std::string& worker, const std::string& body) {
+    auto r = nlohmann::json::parse(body, nullptr, false);
+    if (!r.is_object() || !r["models"].is_object()) return;
+    WorkerLoad load;
+    load.expires_ms = Now() + std::clamp<int64_t>(r.value("ttl_ms", int64_t{0}), 0, 3600000);
+    for (const auto& [model, m] : r["models"].items()) {
+      if (!m.is_object()) continue;
+      load.models[model] = {std::max(0, m.value("running", 0)),
+                            std::max(0.0, m.value("running_seconds", 0.0))};
+    }
+    absl::MutexLock lock(&mu_);
+    if (worker == instance_) return;
+    if (load.expires_ms <= Now()) {
+      worker_loads_.erase(worker);
+    } else if (worker_loads_.size() < 100000 || worker_loads_.count(worker)) {
+      worker_loads_[worker] = std::move(load);
+    }
+  }
+
+  // Consumer thread: "cancel.<id>", "job.<id>" or "load.<worker>".
   void Event(const std::string& key, const std::string& body) {
+    if (key.rfind("load.", 0) == 0) {
+      LoadReport(key.substr(5), body);
+      return;
+    }
     if (key.rfind("cancel.", 0) == 0) {
       absl::MutexLock lock(&mu_);
       cancelled_.Add(key.substr(7));
@@ -566,14 +675,24 @@ class AmqpJobQueue final : public JobQueue {
     log::Warn("job dead-lettered", {{"job", job->id()}});
   }
 
+  // What another worker reported it runs: per model, (jobs, device-seconds still needed).
+  struct WorkerLoad {
+    int64_t expires_ms = 0;
+    std::map<std::string, std::pair<int, double>> models;
+  };
+
   const QueueOptions options_;
+  const std::string instance_ = NewUlid();  // names this process's load reports
   std::unique_ptr<amqp::Broker> broker_;
+  std::thread reporter_;
 
   absl::Mutex mu_;
   std::map<std::string, std::deque<Delivery>> ready_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Active> active_ ABSL_GUARDED_BY(mu_);
   CancelSet cancelled_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::pair<int64_t, double>> published_cost_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, WorkerLoad> worker_loads_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace

@@ -209,6 +209,11 @@ class BrokerImpl final : public Broker {
     return Publish(kEvents, kEventsExchange, routing_key, body, /*persistent=*/false);
   }
 
+  bool Live(const Delivery& d) const override {
+    absl::MutexLock lock(&mu_);
+    return d.connection == connection_;
+  }
+
   void Ack(const Delivery& d) override { Settle(d, Settlement::kAck); }
   void Reject(const Delivery& d) override { Settle(d, Settlement::kReject); }
   void Requeue(const Delivery& d) override { Settle(d, Settlement::kRequeue); }
@@ -449,6 +454,10 @@ class BrokerImpl final : public Broker {
       if (!ConsumeOnce(*conn)) {
         conn->MarkBroken();
         conn.reset();
+        {
+          absl::MutexLock lock(&mu_);
+          ++connection_;  // the deliveries of the broken connection are no longer live
+        }
         SetHealth(absl::UnavailableError("lost the connection to the broker; reconnecting"));
       }
     }

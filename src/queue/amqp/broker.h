@@ -87,6 +87,9 @@ class Broker {
   virtual void Ack(const Delivery& d) = 0;
   virtual void Reject(const Delivery& d) = 0;
   virtual void Requeue(const Delivery& d) = 0;
+  // Whether the delivery came on the consumer connection that is up now. One from a connection
+  // that broke is back in its queue (the broker requeued it) and may be with another consumer.
+  virtual bool Live(const Delivery& d) const = 0;
   virtual absl::StatusOr<QueueStats> Stats(const std::string& model) = 0;
   // OK once the consumer connection is up and the topology declared; else the last error.
   virtual absl::Status Health() const = 0;

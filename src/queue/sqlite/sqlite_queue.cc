@@ -119,7 +119,9 @@ class Stmt {
     if (rc == SQLITE_CONSTRAINT) {
       return absl::AlreadyExistsError(StrCat("sqlite: ", sqlite3_errmsg(db_)));
     }
-    if (rc == SQLITE_FULL) return absl::ResourceExhaustedError("sqlite: the disk is full");
+    if (rc == SQLITE_FULL) {
+      return WithHttpStatus(absl::ResourceExhaustedError("the disk is full (the job queue)"), 507);
+    }
     return absl::UnavailableError(StrCat("sqlite step: ", sqlite3_errmsg(db_)));
   }
   absl::Status Run() {
@@ -506,7 +508,9 @@ class SqliteQueue final : public JobQueue {
     if (rc == SQLITE_OK) return absl::OkStatus();
     std::string msg = err ? err : sqlite3_errstr(rc);
     sqlite3_free(err);
-    if (rc == SQLITE_FULL) return absl::ResourceExhaustedError("sqlite: the disk is full");
+    if (rc == SQLITE_FULL) {
+      return WithHttpStatus(absl::ResourceExhaustedError("the disk is full (the job queue)"), 507);
+    }
     return absl::UnavailableError(StrCat("sqlite: ", msg));
   }
 
