@@ -21,6 +21,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev curl bc
   # observability and UI tests: promtool + a real Prometheus, a headless browser
   prometheus chromium
+  # deploy/ checks: Helm's template engine (Go text/template + Sprig) for the chart test
+  golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev
   # tools/: model generation, training and export (Debian's python3, not a pyenv one)
   python3 python3-torch python3-numpy python3-yaml python3-pil python3-fastapi python3-uvicorn
 )
@@ -37,6 +39,11 @@ for p in "${PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
+
+# The deploy test runs `terraform fmt`, which these machines carry (it is not a Debian package).
+if ! command -v terraform >/dev/null; then
+  echo "install-deps: warning: terraform is not on PATH; the deploy test will fail" >&2
+fi
 
 # The S3 tests run moto_server, which these machines carry (it is not a Debian package).
 if ! command -v moto_server >/dev/null; then
