@@ -222,6 +222,7 @@ class AmqpJobQueue final : public JobQueue {
       return s;
     }
     broker_->Ack(a.delivery);
+    (void)records()->Delete(ProgressKey(id));  // tidiness only: a final record ignores it
     return absl::OkStatus();
   }
 
