@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "api/routes.h"
 #include "http/message.h"
+#include "http/multipart.h"
 #include "http/server.h"
 
 namespace kiln::api {
@@ -55,8 +56,13 @@ http::Response HandleGetFile(const ApiContext& ctx, const http::Request& req,
 // 415 unless the media type is one of `media_types`; 413 past `limit` bytes.
 absl::Status CheckBody(const http::Request& req,
                        std::initializer_list<std::string_view> media_types, size_t limit);
+// The parts of a multipart/form-data body (the boundary from its Content-Type).
+absl::StatusOr<std::vector<http::FormPart>> FormParts(const http::Request& req);
 // The fair-sharing tenant: a hash of the bearer token, or "anonymous".
 std::string TenantOf(const http::Request& req);
+// The tenant of requests that carry `token` ("Authorization: Bearer <token>"); "anonymous"
+// for an empty token.
+std::string TenantOfToken(std::string_view token);
 // "http://host:port" as the client addressed us (from Host), for result URLs.
 std::string BaseUrl(const http::Request& req);
 // 400 naming the query parameter unless every query parameter is in `allowed`.

@@ -63,14 +63,23 @@ class SseSource final : public http::ChunkSource {
 }  // namespace
 
 http::Response HandleCreateJob(const ApiContext& ctx, const http::Request& req) {
-  if (auto s = CheckBody(req, {"application/json"}, ctx.max_multipart_bytes); !s.ok()) {
+  if (auto s = CheckBody(req, {"application/json", "multipart/form-data"}, ctx.max_multipart_bytes);
+      !s.ok()) {
     return ErrorResponse(s);
   }
-  nlohmann::json body = nlohmann::json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded()) {
-    return ErrorResponse(absl::InvalidArgumentError("the request body is not valid JSON"));
+  absl::StatusOr<ImageRequest> request;
+  if (req.MediaType() == "multipart/form-data") {
+    // The /v1/images/edits form (an uploaded image file), or a generation without the image.
+    auto parts = FormParts(req);
+    if (!parts.ok()) return ErrorResponse(parts.status());
+    request = ParseJobForm(*parts, *ctx.models);
+  } else {
+    nlohmann::json body = nlohmann::json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+    if (body.is_discarded()) {
+      return ErrorResponse(absl::InvalidArgumentError("the request body is not valid JSON"));
+    }
+    request = ParseJobRequest(body, *ctx.models, /*batch_line=*/false);
   }
-  auto request = ParseJobRequest(body, *ctx.models, /*batch_line=*/false);
   if (!request.ok()) return ErrorResponse(request.status());
   // A store that takes no writes now (a full disk: 507) would fail the job after accepting it.
   if (ctx.dependencies) {

@@ -136,9 +136,7 @@ http::Response HandleImageEdits(const ApiContext& ctx, const http::Request& req)
   if (auto s = CheckBody(req, {"multipart/form-data"}, ctx.max_multipart_bytes); !s.ok()) {
     return ErrorResponse(s);
   }
-  auto boundary = http::MultipartBoundary(req.Header("content-type").value_or(""));
-  if (!boundary.ok()) return ErrorResponse(WithField(boundary.status(), "content-type"));
-  auto parts = http::ParseMultipart(req.body, *boundary);
+  auto parts = FormParts(req);
   if (!parts.ok()) return ErrorResponse(parts.status());
   auto request = ParseEditsRequest(*parts, *ctx.models);
   if (!request.ok()) return ErrorResponse(request.status());

@@ -339,11 +339,17 @@ absl::StatusOr<ImageRequest> ParseJobRequest(const nlohmann::json& body,
   return out;
 }
 
-absl::StatusOr<ImageRequest> ParseEditsRequest(const std::vector<http::FormPart>& parts,
-                                               const engine::ModelRepository& models) {
+namespace {
+
+// A multipart form: an edit (/v1/images/edits, `job` false: the image is required) or a job
+// (/v1/jobs, `job` true: the image is optional, `webhook` is allowed).
+absl::StatusOr<ImageRequest> ParseForm(const std::vector<http::FormPart>& parts,
+                                       const engine::ModelRepository& models, bool job) {
   FormFields fields(parts);
-  KILN_RETURN_IF_ERROR(CheckKnownFields(
-      fields, {"image", "image[]", "mask", "image_guidance_scale", "strength", "mode"}));
+  std::set<std::string> known = {"image",    "image[]", "mask", "image_guidance_scale",
+                                 "strength", "mode"};
+  if (job) known.insert("webhook");
+  KILN_RETURN_IF_ERROR(CheckKnownFields(fields, known));
   const http::FormPart* image_part = nullptr;
   int images = 0;
   for (const auto& p : parts) {
@@ -357,14 +363,39 @@ absl::StatusOr<ImageRequest> ParseEditsRequest(const std::vector<http::FormPart>
       ++images;
     }
   }
-  if (!image_part) return InvalidField("image", "'image' is required: the image to edit");
+  if (!image_part && !job) return InvalidField("image", "'image' is required: the image to edit");
   if (images > 1) return InvalidField("image", "exactly one 'image' is supported");
   KILN_ASSIGN_OR_RETURN(ImageRequest out, ParseCommon(fields, models));
-  const engine::ModelSpec& spec = *out.spec;
-  out.image_bytes = std::string(image_part->data);
-  KILN_RETURN_IF_ERROR(ParseConditioning(fields, out));
-  KILN_RETURN_IF_ERROR(engine::CheckRequestForModel(out.generation, spec));
+  if (job) {
+    KILN_ASSIGN_OR_RETURN(std::optional<std::string> webhook, fields.String("webhook"));
+    if (webhook && !webhook->empty()) {
+      KILN_RETURN_IF_ERROR(http::CheckHttpUrl(*webhook, "webhook"));
+      out.webhook = *webhook;
+    }
+  }
+  if (image_part) {
+    out.image_bytes = std::string(image_part->data);
+    KILN_RETURN_IF_ERROR(ParseConditioning(fields, out));
+  } else {
+    for (const char* f : {"mode", "strength", "image_guidance_scale"}) {
+      KILN_ASSIGN_OR_RETURN(std::optional<std::string> v, fields.String(f));
+      if (v) return InvalidField(f, StrCat("'", f, "' needs an 'image'"));
+    }
+  }
+  KILN_RETURN_IF_ERROR(engine::CheckRequestForModel(out.generation, *out.spec));
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<ImageRequest> ParseEditsRequest(const std::vector<http::FormPart>& parts,
+                                               const engine::ModelRepository& models) {
+  return ParseForm(parts, models, /*job=*/false);
+}
+
+absl::StatusOr<ImageRequest> ParseJobForm(const std::vector<http::FormPart>& parts,
+                                          const engine::ModelRepository& models) {
+  return ParseForm(parts, models, /*job=*/true);
 }
 
 }  // namespace kiln::api

@@ -90,4 +90,9 @@ absl::StatusOr<ImageRequest> ParseJobRequest(const nlohmann::json& body,
 absl::StatusOr<ImageRequest> ParseEditsRequest(const std::vector<http::FormPart>& parts,
                                                const engine::ModelRepository& models);
 
+// POST /v1/jobs as multipart/form-data: the edits form (the image file optional: without it,
+// a generation job), plus `webhook`.
+absl::StatusOr<ImageRequest> ParseJobForm(const std::vector<http::FormPart>& parts,
+                                          const engine::ModelRepository& models);
+
 }  // namespace kiln::api

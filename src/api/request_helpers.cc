@@ -6,6 +6,12 @@
 
 namespace kiln::api {
 
+absl::StatusOr<std::vector<http::FormPart>> FormParts(const http::Request& req) {
+  auto boundary = http::MultipartBoundary(req.Header("content-type").value_or(""));
+  if (!boundary.ok()) return WithField(boundary.status(), "content-type");
+  return http::ParseMultipart(req.body, *boundary);
+}
+
 absl::Status CheckBody(const http::Request& req,
                        std::initializer_list<std::string_view> media_types, size_t limit) {
   const std::string media = req.MediaType();
@@ -32,8 +38,11 @@ std::string TenantOf(const http::Request& req) {
   if (!auth) return "anonymous";
   std::string_view v = Trim(*auth);
   if (!StartsWithIgnoreCase(v, "bearer ")) return "anonymous";
-  std::string_view token = Trim(v.substr(7));
-  if (token.empty()) return "anonymous";
+  return TenantOfToken(Trim(v.substr(7)));
+}
+
+std::string TenantOfToken(std::string_view token) {
+  if (token.empty() || token == "anonymous") return "anonymous";
   // Never the key itself: it would end up in the database and in logs.
   return "key-" + Sha256Hex(token).substr(0, 16);
 }

@@ -76,6 +76,12 @@ int main(int argc, char** argv) {
     cmd->add_option("--exit-when-idle", serve.exit_when_idle,
                     "Worker: stop after this many seconds with no job queued or held (0 = never)")
         ->check(CLI::Range(0, 86400));
+    cmd->add_option("--retention-hours", serve.retention_hours,
+                    "Delete finished jobs and their files this long after they end (0 = keep)")
+        ->check(CLI::Range(0.0, 1e6));
+    cmd->add_option("--idempotency-hours", serve.idempotency_hours,
+                    "How long an Idempotency-Key keeps returning its job")
+        ->check(CLI::Range(0.0, 1e6));
     cmd->add_option("--web-dir", serve.web_dir,
                     "Serve the UI from this folder instead of the embedded files (for UI work)")
         ->check(CLI::ExistingDirectory);

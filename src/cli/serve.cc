@@ -185,7 +185,26 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o, const Ser
         set_int(o.preemption_grace_seconds, d.preemption_grace_seconds);
       else if (key == "exit_when_idle")
         set_int(o.exit_when_idle, d.exit_when_idle);
-      else
+      else if (key == "retention_hours" && o.retention_hours == d.retention_hours)
+        o.retention_hours = kv.second.as<double>();
+      else if (key == "idempotency_hours" && o.idempotency_hours == d.idempotency_hours)
+        o.idempotency_hours = kv.second.as<double>();
+      else if (key == "retention_hours" || key == "idempotency_hours")
+        continue;  // the command line set it
+      else if (key == "tenant_weights") {
+        if (!kv.second.IsMap()) return path + ": key 'tenant_weights': must be a map";
+        if (kv.second.size() > 10000) {
+          return path + ": key 'tenant_weights': at most 10000 tenants";
+        }
+        for (const auto& t : kv.second) {
+          const std::string token = t.first.as<std::string>();
+          const double w = t.second.as<double>();
+          if (!(w > 0) || w > 1e6) {
+            return path + ": key 'tenant_weights': each weight must be in (0, 1000000]";
+          }
+          o.tenant_weights[token] = w;
+        }
+      } else
         return path + ": unknown key '" + key + "'";
     } catch (const YAML::Exception& e) {
       return path + ": key '" + key + "': " + e.what();
@@ -262,6 +281,7 @@ int RunServe(ServeOptions o) {
   const std::string queue_url =
       o.queue.empty() ? "sqlite://" + (data / "queue.db").string() : o.queue;
   queue::QueueOptions qo;
+  qo.idempotency_ttl_ms = static_cast<int64_t>(o.idempotency_hours * 3600 * 1000);
   if (distributed) {
     qo.records = store->get();
     int max_batch = 1;
@@ -347,6 +367,15 @@ int RunServe(ServeOptions o) {
     log::Error("cannot start the scheduler", {{"error", Message(s)}});
     return 1;
   }
+  for (const auto& [token, weight] : o.tenant_weights) {
+    if (absl::Status s = scheduler.SetTenantWeight(api::TenantOfToken(token), weight); !s.ok()) {
+      log::Error("cannot set a tenant weight", {{"error", Message(s)}});
+      return 1;
+    }
+  }
+  if (!o.tenant_weights.empty()) {
+    log::Info("tenant weights set", {{"tenants", o.tenant_weights.size()}});
+  }
   jobs.ResendPendingWebhooks();
   scheduler_ref = &scheduler;
   jobs_ref = &jobs;
@@ -411,12 +440,14 @@ int RunServe(ServeOptions o) {
   // Why the process stops: a signal, preemption, or (--exit-when-idle) nothing left to do.
   std::string reason;
   boost::asio::steady_timer idle_timer(io);
+  boost::asio::steady_timer retention_timer(io);
   auto stop = [&](std::string why) {
     if (!reason.empty()) return;
     reason = std::move(why);
     signals.cancel();
     keepalive.cancel();
     idle_timer.cancel();
+    retention_timer.cancel();
   };
   signals.async_wait([&](const boost::system::error_code& e, int sig) {
     if (!e) stop(StrCat("signal ", sig));
@@ -443,6 +474,24 @@ int RunServe(ServeOptions o) {
     });
   };
   if (o.exit_when_idle > 0) idle_tick();
+  // Retention (embedded mode; a bucket's lifecycle rule does it in the distributed mode).
+  const auto retention = std::chrono::milliseconds(static_cast<int64_t>(o.retention_hours * 3.6e6));
+  const auto retention_every =
+      std::clamp(retention / 4, std::chrono::milliseconds(1000), std::chrono::milliseconds(60000));
+  std::function<void()> retention_tick = [&] {
+    retention_timer.expires_after(retention_every);
+    retention_timer.async_wait([&](const boost::system::error_code& e) {
+      if (e) return;
+      auto purged = jobs.PurgeFinished(retention);
+      if (!purged.ok()) log::Warn("retention failed", {{"error", Message(purged.status())}});
+      retention_tick();
+    });
+  };
+  if (retention.count() > 0 && !distributed && !worker) retention_tick();
+  if (retention.count() > 0 && distributed && !worker) {
+    log::Info("retention is left to the bucket: give it a lifecycle rule on jobs/ and batches/",
+              {{"retention_hours", o.retention_hours}});
+  }
   io.run();
 
   // Preempted: the machine goes away soon (GCE: 30 s), whatever --grace-seconds says.

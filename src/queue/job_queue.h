@@ -25,6 +25,9 @@ struct QueueOptions {
   std::function<int64_t()> now_ms;  // defaults to the system clock
   bool synchronous_full = true;     // SQLite: fsync every commit (durable across power loss)
 
+  // An Idempotency-Key names one job for this long; afterwards the same key makes a new job.
+  int64_t idempotency_ttl_ms = 24 * 3600 * 1000;
+
   // amqp:// only (the distributed mode).
   store::BlobStore* records = nullptr;  // required: where job and batch records live
   std::vector<std::string> models;      // job queues to declare
@@ -137,6 +140,12 @@ class JobQueue {
   // Unimplemented where counting would read every record (the distributed queue).
   virtual absl::StatusOr<std::map<JobState, int>> StateCounts(const std::string& model) = 0;
   virtual absl::StatusOr<QueuePosition> Position(const Job& job) = 0;
+
+  // Retention: deletes up to `limit` final jobs that finished before `finished_before_ms`, and
+  // batches left with no job, and returns the deleted jobs' ids (their files go next).
+  // Unimplemented in the distributed mode (give the bucket a lifecycle rule instead).
+  virtual absl::StatusOr<std::vector<std::string>> PurgeFinished(int64_t finished_before_ms,
+                                                                 int limit) = 0;
 
   // Webhook delivery outcome (a JSON object) recorded on the job.
   virtual absl::Status SetWebhookStatus(const std::string& id, const std::string& status_json) = 0;

@@ -108,6 +108,74 @@ TEST_P(JobQueueTest, IdempotencyKeyReturnsTheEarlierJob) {
   EXPECT_TRUE(absl::IsFailedPrecondition(q_->Enqueue(different).status()));
 }
 
+TEST_P(JobQueueTest, AnIdempotencyKeyExpiresAfterItsTtl) {
+  NewJob j = Job();
+  j.idempotency_key = "k1";
+  ASSERT_TRUE(q_->Enqueue(j).ok());
+  now_ += 24 * 3600 * 1000 - 1;  // still within the day
+  NewJob replay = Job();
+  replay.idempotency_key = "k1";
+  EXPECT_FALSE(q_->Enqueue(replay)->created);
+  now_ += 2;  // expired: a new job, even for a different request, and it owns the key now
+  NewJob later = Job();
+  later.idempotency_key = "k1";
+  later.request = R"({"prompt":"y"})";
+  auto r = q_->Enqueue(later);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->created);
+  NewJob again = Job();
+  again.idempotency_key = "k1";
+  again.request = later.request;
+  auto replayed = q_->Enqueue(again);
+  ASSERT_TRUE(replayed.ok()) << replayed.status();
+  EXPECT_FALSE(replayed->created);
+  EXPECT_EQ(replayed->job.id(), later.id);
+  EXPECT_TRUE(q_->Get(j.id).ok()) << "the earlier job itself stays";
+}
+
+TEST_P(JobQueueTest, PurgeDeletesOnlyFinalJobsThatFinishedBeforeTheCutoff) {
+  const std::string done = Enqueue(Job());
+  const std::string failed = Enqueue(Job());
+  ASSERT_EQ(ClaimIds(2).size(), 2u);
+  ASSERT_TRUE(q_->Complete(done, "w1", {"jobs/" + done + "/0.png"}).ok());
+  ASSERT_TRUE(q_->Fail(failed, "w1", "boom", "engine_error", /*retryable=*/false).ok());
+  const int64_t finished = now_;
+  now_ += 1000;
+  const std::string running = Enqueue(Job());
+  ASSERT_EQ(ClaimIds(1).size(), 1u);
+  const std::string queued = Enqueue(Job());
+  Batch batch;
+  batch.id = NewUlid();
+  batch.model = "m";
+  batch.created_ms = now_;
+  batch.total = 1;
+  NewJob line = Job();
+  line.batch_id = batch.id;
+  ASSERT_TRUE(q_->EnqueueBatch(batch, {line}).ok());
+  now_ += 1000;
+
+  // Nothing finished before the cutoff yet.
+  EXPECT_TRUE(q_->PurgeFinished(finished, 100)->empty());
+  // One at a time (the limit), oldest first.
+  auto first = q_->PurgeFinished(finished + 1, 1);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(*first, std::vector<std::string>{done});
+  auto second = q_->PurgeFinished(now_, 100);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(*second, std::vector<std::string>{failed});
+  EXPECT_TRUE(absl::IsNotFound(q_->Get(done).status()));
+  EXPECT_TRUE(absl::IsNotFound(q_->Get(failed).status()));
+  for (const std::string& id : {running, queued, line.id}) EXPECT_TRUE(q_->Get(id).ok()) << id;
+  EXPECT_TRUE(q_->GetBatch(batch.id).ok()) << "its job is still queued";
+  // The batch goes with its last job.
+  q_->Cancel(line.id).IgnoreError();
+  now_ += 1000;
+  auto third = q_->PurgeFinished(now_, 100);
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(*third, std::vector<std::string>{line.id});
+  EXPECT_TRUE(absl::IsNotFound(q_->GetBatch(batch.id).status()));
+}
+
 TEST_P(JobQueueTest, LeaseExpiryRequeuesThenFailsAfterMaxAttempts) {
   NewJob j = Job();
   j.max_attempts = 2;

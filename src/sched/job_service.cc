@@ -211,6 +211,27 @@ absl::StatusOr<std::vector<std::string>> JobService::WriteResults(
   return keys;
 }
 
+absl::StatusOr<int> JobService::PurgeFinished(std::chrono::milliseconds retention) {
+  KILN_ASSIGN_OR_RETURN(std::vector<std::string> ids,
+                        queue_->PurgeFinished(UnixMillis() - retention.count(), 1000));
+  for (const std::string& id : ids) {
+    // The record is gone first: a file left by a failed delete is unreachable, never half a job.
+    auto keys = store_->List(StrCat("jobs/", id, "/"), 10000);
+    if (!keys.ok()) {
+      log::Warn("retention: cannot list a purged job's files",
+                {{"job", id}, {"error", keys.status().ToString()}});
+      continue;
+    }
+    for (const std::string& key : *keys) {
+      if (absl::Status s = store_->Delete(key); !s.ok()) {
+        log::Warn("retention: cannot delete a file", {{"key", key}, {"error", s.ToString()}});
+      }
+    }
+  }
+  if (!ids.empty()) log::Info("retention: deleted finished jobs", {{"count", ids.size()}});
+  return static_cast<int>(ids.size());
+}
+
 void JobService::OnDone(WorkItem& item, absl::StatusOr<std::vector<engine::Image>> result) {
   const std::string& worker = options_.worker_id;
   absl::Status s;

@@ -5,6 +5,7 @@
 // webhooks for final states. Thread-safe.
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,9 @@ class JobService final : public JobFeed {
   absl::StatusOr<queue::Job> Cancel(const std::string& id);
   // After a restart: final jobs whose webhook was not delivered yet.
   void ResendPendingWebhooks();
+  // Retention: deletes up to 1000 final jobs that finished more than `retention` ago, with
+  // their files (inputs, images, results). Returns how many went.
+  absl::StatusOr<int> PurgeFinished(std::chrono::milliseconds retention);
 
   // JobFeed.
   absl::StatusOr<WorkItemPtr> Load(const queue::Job& job) override;

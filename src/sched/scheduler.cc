@@ -382,6 +382,17 @@ void Scheduler::NotifyQueued(const std::string& model) {
   it->second->durable_hint = true;
 }
 
+absl::Status Scheduler::SetTenantWeight(const std::string& tenant, double weight) {
+  if (!(weight > 0) || weight > 1e6) {
+    return InvalidField("weight", "a tenant weight must be in (0, 1000000]");
+  }
+  for (auto& [name, lane] : lanes_) {
+    absl::MutexLock lock(&lane->mu);
+    lane->pending.SetWeight(tenant, weight);
+  }
+  return queue_ ? queue_->SetTenantWeight(tenant, weight) : absl::OkStatus();
+}
+
 bool Scheduler::Cancel(const std::string& id) {
   for (auto& [name, lane] : lanes_) {
     WorkItemPtr removed;

@@ -101,6 +101,10 @@ class Scheduler {
   // A job of `model` was enqueued (or requeued): wake an idle replica to claim it.
   void NotifyQueued(const std::string& model);
 
+  // Weighted fair sharing: `tenant` gets `weight` times a default tenant's share, for sync
+  // requests (in memory) and queued jobs (in the durable queue).
+  absl::Status SetTenantWeight(const std::string& tenant, double weight);
+
   // Cancels an item held in this process: removed if waiting, flagged if running. Returns
   // whether it was held here.
   bool Cancel(const std::string& id);

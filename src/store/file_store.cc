@@ -102,8 +102,15 @@ class FileStore final : public BlobStore {
   absl::Status Delete(std::string_view key) override {
     KILN_RETURN_IF_ERROR(CheckKey(key));
     std::error_code ec;
-    fs::remove(root_ / std::string(key), ec);
+    const fs::path path = root_ / std::string(key);
+    fs::remove(path, ec);
     if (ec) return absl::UnavailableError(StrCat("delete '", key, "': ", ec.message()));
+    // Folders the key leaves empty go too (a key's folders exist only for its files); remove()
+    // refuses a folder that still holds something, which ends the walk.
+    for (fs::path dir = path.parent_path();
+         dir != root_ && dir.string().size() > root_.string().size(); dir = dir.parent_path()) {
+      if (!fs::remove(dir, ec) || ec) break;
+    }
     return absl::OkStatus();
   }
 

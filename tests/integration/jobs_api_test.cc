@@ -1,9 +1,16 @@
 // The jobs, batches, files and events API of a real `kiln serve`, driven over HTTP with libcurl;
 // webhooks land on a real HTTP server started by the test.
+#include <sqlite3.h>
+
 #include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <map>
 #include <mutex>
 
 #include "core/crypto.h"
+#include "core/ids.h"
+#include "engine/image_codec.h"
 #include "gtest/gtest.h"
 #include "http/router.h"
 #include "http/server.h"
@@ -94,6 +101,54 @@ TEST_F(JobsApiTest, AJobRunsStreamsItsEventsAndItsImageIsServed) {
   bool found = false;
   for (const auto& j : list["data"]) found |= j["id"] == id;
   EXPECT_TRUE(found);
+}
+
+TEST_F(JobsApiTest, MultipartJobsTakeAnUploadedImageOrNone) {
+  const std::string png =
+      *engine::EncodePng(engine::Image{20, 20, std::vector<uint8_t>(1200, 90)}, {});
+  // The /v1/images/edits form, as an async job.
+  HttpResult edit = HttpPostForm(Url("/v1/jobs"), {{"image", png, "in.png", "image/png"},
+                                                   {"prompt", "make it blue"},
+                                                   {"model", "test-pixel"},
+                                                   {"seed", "3"},
+                                                   {"steps", "4"},
+                                                   {"priority", "2"}});
+  ASSERT_EQ(edit.status, 202) << edit.body;
+  json done = WaitFinal(Body(edit)["id"]);
+  EXPECT_EQ(done["state"], "succeeded") << done.dump();
+  EXPECT_NE(done["request"].value("mode", "generate"), "generate") << done.dump();
+  EXPECT_EQ(done["priority"], 2);
+  // Without an image: a generation job.
+  HttpResult gen = HttpPostForm(
+      Url("/v1/jobs"), {{"prompt", "a red circle"}, {"model", "test-pixel"}, {"steps", "3"}});
+  ASSERT_EQ(gen.status, 202) << gen.body;
+  done = WaitFinal(Body(gen)["id"]);
+  EXPECT_EQ(done["state"], "succeeded") << done.dump();
+  EXPECT_EQ(done["request"].value("mode", ""), "generate") << done.dump();
+  // Bad forms name the field and create nothing.
+  const int before = CountJobs();
+  struct Case {
+    std::vector<FormField> fields;
+    const char* field;
+  };
+  const std::vector<Case> cases = {
+      {{{"prompt", "p"}, {"model", "test-pixel"}, {"mode", "img2img"}}, "mode"},
+      {{{"prompt", "p"}, {"model", "test-pixel"}, {"colour", "red"}}, "colour"},
+      {{{"prompt", "p"}, {"model", "test-pixel"}, {"webhook", "ftp://x"}}, "webhook"},
+      {{{"image", "not an image", "x.png", "image/png"}, {"prompt", "p"}, {"model", "test-pixel"}},
+       "image"},
+      {{{"image", png, "a.png", "image/png"},
+        {"image", png, "b.png", "image/png"},
+        {"prompt", "p"},
+        {"model", "test-pixel"}},
+       "image"},
+  };
+  for (const Case& c : cases) {
+    HttpResult r = HttpPostForm(Url("/v1/jobs"), c.fields);
+    EXPECT_EQ(r.status, 400) << c.field << ": " << r.body;
+    EXPECT_EQ(Body(r)["error"]["param"], c.field) << r.body;
+  }
+  EXPECT_EQ(CountJobs(), before);
 }
 
 TEST_F(JobsApiTest, ProgressEventsCarryPreviewsWhenAsked) {
@@ -335,6 +390,74 @@ TEST(JobsAdmission, AFullQueueAnswers429WithRetryAfter) {
   HttpResult b =
       HttpRequest("POST", server.url() + "/v1/batches", two, {"Content-Type: application/jsonl"});
   EXPECT_EQ(b.status, 429) << b.body;
+}
+
+TEST(JobsConfig, TenantWeightsFromTheConfigFileReachTheQueue) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("kiln-weights-" + NewUlid());
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream(dir / "kiln.yaml") << "tenant_weights:\n  heavy-key: 4\n  anonymous: 0.5\n";
+    std::ofstream(dir / "bad.yaml") << "tenant_weights:\n  heavy-key: -1\n";
+  }
+  CommandResult bad =
+      RunKiln({"serve", "--config", (dir / "bad.yaml").string(), "--models", TestModelsDir(),
+               "--data", (dir / "bad-data").string(), "--port", "0"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("tenant_weights"), std::string::npos) << bad.output;
+
+  ServerProcess server({"--config", (dir / "kiln.yaml").string(), "--models", TestModelsDir(),
+                        "--data", (dir / "data").string()});
+  ASSERT_TRUE(server.started()) << server.log();
+  EXPECT_TRUE(server.WaitForLog("tenant weights set", std::chrono::seconds(5))) << server.log();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(
+      sqlite3_open_v2((dir / "data" / "queue.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr),
+      SQLITE_OK);
+  std::map<std::string, double> weights;
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT tenant, weight FROM tenant_weights", -1, &st, nullptr),
+            SQLITE_OK);
+  while (sqlite3_step(st) == SQLITE_ROW) {
+    weights[reinterpret_cast<const char*>(sqlite3_column_text(st, 0))] =
+        sqlite3_column_double(st, 1);
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  // The tenant is the hash that requests with "Authorization: Bearer heavy-key" get.
+  const std::map<std::string, double> want = {{"key-" + Sha256Hex("heavy-key").substr(0, 16), 4.0},
+                                              {"anonymous", 0.5}};
+  EXPECT_EQ(weights, want);
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+}
+
+TEST(JobsRetention, FinishedJobsAndTheirFilesGoAfterTheRetention) {
+  const std::filesystem::path data =
+      std::filesystem::temp_directory_path() / ("kiln-retention-" + NewUlid());
+  // 0.0005 h = 1.8 s; the server looks every second.
+  ServerProcess server(
+      {"--models", TestModelsDir(), "--data", data.string(), "--retention-hours", "0.0005"});
+  ASSERT_TRUE(server.started()) << server.log();
+  json j = {{"prompt", "x"}, {"model", "test-pixel"}, {"steps", 3}, {"seed", 4}};
+  HttpResult created = HttpRequest("POST", server.url() + "/v1/jobs", j.dump(), {kJson});
+  ASSERT_EQ(created.status, 202) << created.body;
+  const std::string id = Body(created)["id"];
+  HttpGet(server.url() + "/v1/jobs/" + id + "/events");  // returns when the job ended
+  json done = Body(HttpGet(server.url() + "/v1/jobs/" + id));
+  ASSERT_EQ(done["state"], "succeeded") << done.dump();
+  const std::string png = done["data"][0]["url"];
+  EXPECT_EQ(HttpGet(png).status, 200);
+  const std::filesystem::path files = data / "store" / "jobs" / id;
+  EXPECT_TRUE(std::filesystem::exists(files));
+  ASSERT_TRUE(WaitUntil(std::chrono::seconds(60), [&] {
+    return HttpGet(server.url() + "/v1/jobs/" + id).status == 404;
+  })) << server.log();
+  EXPECT_EQ(HttpGet(png).status, 404);
+  EXPECT_FALSE(std::filesystem::exists(files)) << "the job's folder is left behind";
+  EXPECT_TRUE(server.WaitForLog("retention: deleted finished jobs", std::chrono::seconds(5)));
+  std::error_code ec;
+  std::filesystem::remove_all(data, ec);
 }
 
 }  // namespace

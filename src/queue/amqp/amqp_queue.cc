@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <deque>
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -95,16 +96,25 @@ class AmqpJobQueue final : public JobQueue {
   absl::StatusOr<EnqueueResult> Enqueue(const NewJob& spec) override {
     if (!spec.idempotency_key.empty()) {
       auto earlier_id = records()->Get(IdempotencyKey(spec));
+      std::optional<Job> earlier;
       if (earlier_id.ok()) {
-        KILN_ASSIGN_OR_RETURN(Job earlier, Get(*earlier_id));
-        if (earlier.spec.request != spec.request || earlier.spec.model != spec.model) {
+        auto found = Get(*earlier_id);
+        if (found.ok() && found->created_ms >= Now() - options_.idempotency_ttl_ms) {
+          earlier = std::move(*found);
+        } else if (!found.ok() && !absl::IsNotFound(found.status())) {
+          return found.status();
+        }  // expired, or its record is gone: the key makes a new job
+      } else if (!absl::IsNotFound(earlier_id.status())) {
+        return earlier_id.status();
+      }
+      if (earlier) {
+        if (earlier->spec.request != spec.request || earlier->spec.model != spec.model) {
           return WithField(absl::FailedPreconditionError(
                                "this Idempotency-Key was used before with a different request"),
                            "Idempotency-Key");
         }
-        return EnqueueResult{std::move(earlier), false};
+        return EnqueueResult{std::move(*earlier), false};
       }
-      if (!absl::IsNotFound(earlier_id.status())) return earlier_id.status();
     }
     Job job = NewRecord(spec);
     KILN_RETURN_IF_ERROR(Write(job));
@@ -293,12 +303,17 @@ class AmqpJobQueue final : public JobQueue {
       // Progress is best effort: a record without it still answers.
       auto progress = records()->Get(ProgressKey(id));
       if (progress.ok()) {
-        auto p = nlohmann::json::parse(*progress, nullptr, false);
+        const auto p = nlohmann::json::parse(*progress, nullptr, false);
+        const auto number = [&p](const char* key) -> int64_t {
+          auto it = p.find(key);
+          return it != p.end() && it->is_number_integer() ? it->get<int64_t>() : -1;
+        };
         // Progress of an earlier run (it started at another time) does not describe this one.
-        if (p.is_object() && p.value("run", int64_t{-1}) == job.started_ms &&
-            p.value("num_steps", 0) > 0) {
-          job.step = p.value("step", 0);
-          job.num_steps = p.value("num_steps", 0);
+        if (p.is_object() && number("run") == job.started_ms && number("num_steps") > 0 &&
+            number("num_steps") <= 1000000 && number("step") >= 0 &&
+            number("step") <= number("num_steps")) {
+          job.step = static_cast<int>(number("step"));
+          job.num_steps = static_cast<int>(number("num_steps"));
         }
       }
     }
@@ -417,6 +432,12 @@ class AmqpJobQueue final : public JobQueue {
   }
 
   absl::StatusOr<std::vector<Job>> PendingWebhooks() override { return std::vector<Job>{}; }
+
+  absl::StatusOr<std::vector<std::string>> PurgeFinished(int64_t, int) override {
+    return absl::UnimplementedError(
+        "the distributed queue keeps no index of finished jobs: give the bucket a lifecycle "
+        "rule that expires jobs/ and batches/ instead");
+  }
 
   // A broker queue is FIFO: tenant weights have no effect in the distributed mode.
   absl::Status SetTenantWeight(const std::string&, double) override { return absl::OkStatus(); }
@@ -625,14 +646,18 @@ class AmqpJobQueue final : public JobQueue {
 
   // Consumer thread (gateways): a worker's load report.
   void LoadReport(const std::string& worker, const std::string& body) {
-    auto r = nlohmann::json::parse(body, nullptr, false);
-    if (!r.is_object() || !r["models"].is_object()) return;
+    const auto r = nlohmann::json::parse(body, nullptr, false);
+    if (!r.is_object() || !r.contains("models") || !r["models"].is_object()) return;
     WorkerLoad load;
-    load.expires_ms = Now() + std::clamp<int64_t>(r.value("ttl_ms", int64_t{0}), 0, 3600000);
-    for (const auto& [model, m] : r["models"].items()) {
-      if (!m.is_object()) continue;
-      load.models[model] = {std::max(0, m.value("running", 0)),
-                            std::max(0.0, m.value("running_seconds", 0.0))};
+    try {  // anyone with access to the exchange can publish: a bad report is dropped
+      load.expires_ms = Now() + std::clamp<int64_t>(r.value("ttl_ms", int64_t{0}), 0, 3600000);
+      for (const auto& [model, m] : r["models"].items()) {
+        if (!m.is_object()) continue;
+        load.models[model] = {std::max(0, m.value("running", 0)),
+                              std::max(0.0, m.value("running_seconds", 0.0))};
+      }
+    } catch (const nlohmann::json::exception&) {
+      return;
     }
     absl::MutexLock lock(&mu_);
     if (worker == instance_) return;

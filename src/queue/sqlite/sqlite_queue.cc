@@ -489,6 +489,34 @@ class SqliteQueue final : public JobQueue {
     return out;
   }
 
+  absl::StatusOr<std::vector<std::string>> PurgeFinished(int64_t finished_before_ms,
+                                                         int limit) override {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::string> ids;
+    KILN_RETURN_IF_ERROR(Transaction([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+      Stmt s(db_,
+             "SELECT id FROM jobs WHERE state >= 2 AND finished_ms < ?1 ORDER BY seq LIMIT ?2");
+      KILN_RETURN_IF_ERROR(s.prepared());
+      s.Bind(1, finished_before_ms).Bind(2, limit);
+      while (true) {
+        KILN_ASSIGN_OR_RETURN(bool row, s.Next());
+        if (!row) break;
+        ids.push_back(s.Text(0));
+      }
+      for (const std::string& id : ids) {
+        Stmt del(db_, "DELETE FROM jobs WHERE id=?1");
+        del.Bind(1, id);
+        KILN_RETURN_IF_ERROR(del.Run());
+      }
+      Stmt batches(db_,
+                   "DELETE FROM batches WHERE created_ms < ?1 AND NOT EXISTS "
+                   "(SELECT 1 FROM jobs WHERE jobs.batch_id = batches.id)");
+      batches.Bind(1, finished_before_ms);
+      return batches.Run();
+    }));
+    return ids;
+  }
+
   absl::Status SetTenantWeight(const std::string& tenant, double weight) override {
     if (!(weight > 0)) return InvalidField("weight", "a tenant weight must be positive");
     absl::MutexLock lock(&mu_);
@@ -573,9 +601,16 @@ class SqliteQueue final : public JobQueue {
   absl::StatusOr<EnqueueResult> EnqueueLocked(const NewJob& job)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!job.idempotency_key.empty()) {
-      Stmt s(db_, "SELECT id FROM jobs WHERE tenant=?1 AND idempotency_key=?2");
+      Stmt s(db_, "SELECT id, created_ms FROM jobs WHERE tenant=?1 AND idempotency_key=?2");
       s.Bind(1, job.tenant).Bind(2, job.idempotency_key);
       KILN_ASSIGN_OR_RETURN(bool row, s.Next());
+      if (row && s.Int(1) < Now() - options_.idempotency_ttl_ms) {
+        // The key expired: the earlier job keeps its record but no longer owns the key.
+        Stmt release(db_, "UPDATE jobs SET idempotency_key='' WHERE id=?1");
+        release.Bind(1, s.Text(0));
+        KILN_RETURN_IF_ERROR(release.Run());
+        row = false;
+      }
       if (row) {
         KILN_ASSIGN_OR_RETURN(Job earlier, GetLocked(s.Text(0)));
         if (earlier.spec.request != job.request || earlier.spec.model != job.model) {
