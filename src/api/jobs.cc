@@ -106,6 +106,7 @@ http::Response HandleCreateJob(const ApiContext& ctx, const http::Request& req) 
   s.deadline_ms = request->deadline_ms > 0 ? UnixMillis() + request->deadline_ms : 0;
   s.webhook = request->webhook;
   s.idempotency_key = idempotency_key;
+  s.seed_given = request->seed_given;
   auto result = ctx.jobs->Submit(std::move(s));
   if (!result.ok()) return ErrorResponse(result.status());
   http::Response r = http::Response::Json(result->created ? 202 : 200,

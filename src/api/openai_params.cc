@@ -118,6 +118,7 @@ absl::StatusOr<ImageRequest> ParseCommon(const FieldSource& f,
   if (seed) {
     if (*seed > (uint64_t{1} << 53)) return InvalidField("seed", "'seed' must be in 0..2^53");
     g.seed = *seed;
+    out.seed_given = true;
   } else {
     // Kept below 2^53 so that every JSON client reads the reported seed back exactly.
     g.seed = Random64() & ((uint64_t{1} << 53) - 1);
@@ -361,6 +362,8 @@ absl::StatusOr<ImageRequest> ParseForm(const std::vector<http::FormPart>& parts,
     if (p.name == "image" || p.name == "image[]") {
       image_part = &p;
       ++images;
+    } else if (!p.filename.empty()) {
+      return InvalidField(p.name, StrCat("'", p.name, "' must be a text field, not a file"));
     }
   }
   if (!image_part && !job) return InvalidField("image", "'image' is required: the image to edit");

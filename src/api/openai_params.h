@@ -67,6 +67,7 @@ struct ImageRequest {
   engine::GenerationRequest generation;
   ResponseFormat response_format = ResponseFormat::kB64Json;
   std::string image_bytes;  // the uploaded input of an edit or img2img, as sent (validated)
+  bool seed_given = false;  // the client chose the seed (else a random one was drawn)
   int priority = 0;         // Kiln extension: within the request's class, higher first
   int64_t deadline_ms = 0;  // Kiln extension: wanted within this many ms from now; 0 = none
   std::string webhook;      // jobs only

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <thread>
+#include <tuple>
 
 #include "api/handlers.h"
 #include "api/routes.h"
@@ -210,8 +211,31 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o, const Ser
       return path + ": key '" + key + "': " + e.what();
     }
   }
-  if (o.port < 0 || o.port > 65535) return path + ": key 'port': must be in 0..65535";
-  if (o.replicas < 1 || o.replicas > 64) return path + ": key 'replicas': must be in 1..64";
+  // The same ranges as the command-line flags (main.cc).
+  const std::vector<std::tuple<const char*, int, int, int>> ints = {
+      {"port", o.port, 0, 65535},
+      {"replicas", o.replicas, 1, 64},
+      {"prefetch", o.prefetch, 0, 65535},
+      {"delivery_limit", o.delivery_limit, 1, 1000},
+      {"threads", o.threads, 0, 1024},
+      {"max_attempts", o.max_attempts, 1, 100},
+      {"lease_seconds", o.lease_seconds, 2, 86400},
+      {"grace_seconds", o.grace_seconds, 0, 86400},
+      {"max_queued_jobs", o.max_queued_jobs, 1, 10000000},
+      {"max_queued_sync", o.max_queued_sync, 1, 100000},
+      {"preemption_grace_seconds", o.preemption_grace_seconds, 0, 3600},
+      {"exit_when_idle", o.exit_when_idle, 0, 86400}};
+  for (const auto& [key, value, lo, hi] : ints) {
+    if (value < lo || value > hi) {
+      return StrCat(path, ": key '", key, "': must be in ", lo, "..", hi);
+    }
+  }
+  for (const auto& [key, value] :
+       {std::pair<const char*, double>{"retention_hours", o.retention_hours},
+        {"idempotency_hours", o.idempotency_hours}}) {
+    if (!(value >= 0 && value <= 1e6))
+      return StrCat(path, ": key '", key, "': must be in 0..1000000");
+  }
   if (o.role != "all" && o.role != "gateway" && o.role != "worker") {
     return path + ": key 'role': must be all, gateway or worker";
   }
@@ -367,11 +391,12 @@ int RunServe(ServeOptions o) {
     log::Error("cannot start the scheduler", {{"error", Message(s)}});
     return 1;
   }
-  for (const auto& [token, weight] : o.tenant_weights) {
-    if (absl::Status s = scheduler.SetTenantWeight(api::TenantOfToken(token), weight); !s.ok()) {
-      log::Error("cannot set a tenant weight", {{"error", Message(s)}});
-      return 1;
-    }
+  // The config file is the whole truth: tenants it no longer lists go back to weight 1.
+  std::map<std::string, double> weights;
+  for (const auto& [token, weight] : o.tenant_weights) weights[api::TenantOfToken(token)] = weight;
+  if (absl::Status s = scheduler.SetTenantWeights(weights); !s.ok()) {
+    log::Error("cannot set the tenant weights", {{"error", Message(s)}});
+    return 1;
   }
   if (!o.tenant_weights.empty()) {
     log::Info("tenant weights set", {{"tenants", o.tenant_weights.size()}});
@@ -428,17 +453,19 @@ int RunServe(ServeOptions o) {
   boost::asio::io_context io;
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   boost::asio::steady_timer keepalive(io);
+  // Why the process stops: a signal, preemption, or (--exit-when-idle) nothing left to do.
+  // Every timer's handler checks it: cancel() cannot stop a handler already queued to run, and
+  // one that re-armed its timer after the stop would keep io.run() from returning.
+  std::string reason;
   std::function<void()> tick = [&] {
     keepalive.expires_after(std::chrono::seconds(15));
     keepalive.async_wait([&](const boost::system::error_code& e) {
-      if (e) return;
+      if (e || !reason.empty()) return;
       events.Keepalive();
       tick();
     });
   };
   tick();
-  // Why the process stops: a signal, preemption, or (--exit-when-idle) nothing left to do.
-  std::string reason;
   boost::asio::steady_timer idle_timer(io);
   boost::asio::steady_timer retention_timer(io);
   auto stop = [&](std::string why) {
@@ -464,7 +491,7 @@ int RunServe(ServeOptions o) {
   std::function<void()> idle_tick = [&] {
     idle_timer.expires_after(std::chrono::seconds(1));
     idle_timer.async_wait([&](const boost::system::error_code& e) {
-      if (e) return;
+      if (e || !reason.empty()) return;
       if (!WorkerIdle(scheduler, *q)) idle_since = std::chrono::steady_clock::now();
       if (std::chrono::steady_clock::now() - idle_since >= std::chrono::seconds(o.exit_when_idle)) {
         stop("idle");
@@ -481,7 +508,7 @@ int RunServe(ServeOptions o) {
   std::function<void()> retention_tick = [&] {
     retention_timer.expires_after(retention_every);
     retention_timer.async_wait([&](const boost::system::error_code& e) {
-      if (e) return;
+      if (e || !reason.empty()) return;
       auto purged = jobs.PurgeFinished(retention);
       if (!purged.ok()) log::Warn("retention failed", {{"error", Message(purged.status())}});
       retention_tick();
@@ -489,8 +516,10 @@ int RunServe(ServeOptions o) {
   };
   if (retention.count() > 0 && !distributed && !worker) retention_tick();
   if (retention.count() > 0 && distributed && !worker) {
-    log::Info("retention is left to the bucket: give it a lifecycle rule on jobs/ and batches/",
-              {{"retention_hours", o.retention_hours}});
+    log::Info(
+        "retention is left to the bucket: give it a lifecycle rule on jobs/, batches/ and "
+        "idempotency/",
+        {{"retention_hours", o.retention_hours}});
   }
   io.run();
 

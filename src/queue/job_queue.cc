@@ -2,6 +2,7 @@
 
 #include "core/status_util.h"
 #include "core/strings.h"
+#include "nlohmann/json.hpp"
 
 namespace kiln::queue {
 
@@ -63,6 +64,16 @@ absl::StatusOr<std::unique_ptr<JobQueue>> JobQueue::Open(std::string_view url,
   return InvalidField("queue", StrCat("'", url,
                                       "' is not a queue URL (sqlite:///path.db or "
                                       "amqp://user:pass@host:port/vhost)"));
+}
+
+bool SameRequest(std::string_view a, std::string_view b) {
+  if (a == b) return true;
+  auto x = nlohmann::json::parse(a, nullptr, false);
+  auto y = nlohmann::json::parse(b, nullptr, false);
+  if (!x.is_object() || !y.is_object()) return false;
+  x.erase("image_key");
+  y.erase("image_key");
+  return x == y;
 }
 
 }  // namespace kiln::queue

@@ -86,6 +86,10 @@ struct QueuePosition {
   double cost_ahead = 0;
 };
 
+// Whether two stored requests (JSON) ask for the same work: equal but for "image_key", which
+// names each job's own copy of its input (the input itself is compared by "image_sha256").
+bool SameRequest(std::string_view a, std::string_view b);
+
 class JobQueue {
  public:
   virtual ~JobQueue() = default;
@@ -154,6 +158,8 @@ class JobQueue {
 
   // Weighted fair sharing: a tenant's weight (default 1).
   virtual absl::Status SetTenantWeight(const std::string& tenant, double weight) = 0;
+  // Every tenant back to weight 1.
+  virtual absl::Status ClearTenantWeights() = 0;
 
   // Whether the queue can be used now (the broker is connected); for readiness.
   virtual absl::Status Check() { return absl::OkStatus(); }

@@ -19,6 +19,7 @@ class FairQueue {
  public:
   // Weight of `tenant` (default 1).
   void SetWeight(const std::string& tenant, double weight) { weights_[tenant] = weight; }
+  void ClearWeights() { weights_.clear(); }
 
   void Push(WorkItemPtr item);
   // Removes and returns the first item for which `fits` is true (in service order), or null.

@@ -2,6 +2,7 @@
 
 #include <map>
 
+#include "core/crypto.h"
 #include "core/ids.h"
 #include "core/logging.h"
 #include "core/status_util.h"
@@ -45,11 +46,19 @@ absl::StatusOr<queue::NewJob> JobService::Prepare(JobSubmission& s) {
   job.id = NewUlid();
   job.model = s.model;
   KILN_ASSIGN_OR_RETURN(job.cost, scheduler_->EstimateCost(s.model, s.request));
+  if (!s.idempotency_key.empty() && !s.seed_given) {
+    // 52 bits of the key's hash: below 2^53, like every drawn seed.
+    s.request.seed = std::stoull(Sha256Hex(StrCat(s.tenant, "\n", s.idempotency_key)).substr(0, 13),
+                                 nullptr, 16);
+  }
   std::string image_key;
   if (!std::holds_alternative<engine::TextToImage>(s.request.conditioning)) {
     image_key = InputKey(job.id);
   }
   nlohmann::json request = engine::RequestToJson(s.request, image_key);
+  // The input's identity: the key names this job's copy, the hash says what it holds (an
+  // idempotent retry with the same image is the same request; see queue::SameRequest).
+  if (!image_key.empty()) request["image_sha256"] = Sha256Hex(s.image_bytes);
   if (!s.custom_id.empty()) request["custom_id"] = s.custom_id;
   job.request = request.dump();
   job.klass = s.klass;
@@ -212,8 +221,22 @@ absl::StatusOr<std::vector<std::string>> JobService::WriteResults(
 }
 
 absl::StatusOr<int> JobService::PurgeFinished(std::chrono::milliseconds retention) {
-  KILN_ASSIGN_OR_RETURN(std::vector<std::string> ids,
-                        queue_->PurgeFinished(UnixMillis() - retention.count(), 1000));
+  constexpr int kChunk = 1000;
+  const int64_t cutoff = UnixMillis() - retention.count();
+  int total = 0;
+  // Chunks keep each transaction short; a round ends when a chunk comes back short (or after
+  // 20 chunks, so that one round never holds the caller for long).
+  for (int round = 0; round < 20; ++round) {
+    KILN_ASSIGN_OR_RETURN(std::vector<std::string> ids, queue_->PurgeFinished(cutoff, kChunk));
+    DeleteJobFiles(ids);
+    total += static_cast<int>(ids.size());
+    if (static_cast<int>(ids.size()) < kChunk) break;
+  }
+  if (total > 0) log::Info("retention: deleted finished jobs", {{"count", total}});
+  return total;
+}
+
+void JobService::DeleteJobFiles(const std::vector<std::string>& ids) {
   for (const std::string& id : ids) {
     // The record is gone first: a file left by a failed delete is unreachable, never half a job.
     auto keys = store_->List(StrCat("jobs/", id, "/"), 10000);
@@ -228,8 +251,6 @@ absl::StatusOr<int> JobService::PurgeFinished(std::chrono::milliseconds retentio
       }
     }
   }
-  if (!ids.empty()) log::Info("retention: deleted finished jobs", {{"count", ids.size()}});
-  return static_cast<int>(ids.size());
 }
 
 void JobService::OnDone(WorkItem& item, absl::StatusOr<std::vector<engine::Image>> result) {
@@ -304,6 +325,7 @@ nlohmann::json JobService::JobJson(const queue::Job& job, const std::string& bas
   if (request.is_object()) {
     if (request.contains("custom_id")) j["custom_id"] = request["custom_id"];
     request.erase("image_key");
+    request.erase("image_sha256");
     request.erase("custom_id");
     j["request"] = request;
   }

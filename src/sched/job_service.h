@@ -31,6 +31,9 @@ struct JobSubmission {
   int64_t deadline_ms = 0;  // absolute Unix ms; 0 = none
   std::string webhook;
   std::string idempotency_key;
+  // Without a client seed, a job with an Idempotency-Key draws its seed from the key, so that a
+  // retry is the same request (and replays the job instead of a 409).
+  bool seed_given = true;
   std::string custom_id;    // batches: the caller's id for the line
   std::string traceparent;  // the submitting request's trace position
 };
@@ -60,8 +63,8 @@ class JobService final : public JobFeed {
   absl::StatusOr<queue::Job> Cancel(const std::string& id);
   // After a restart: final jobs whose webhook was not delivered yet.
   void ResendPendingWebhooks();
-  // Retention: deletes up to 1000 final jobs that finished more than `retention` ago, with
-  // their files (inputs, images, results). Returns how many went.
+  // Retention: deletes the final jobs that finished more than `retention` ago (at most 20000
+  // a call), with their files (inputs, images, results). Returns how many went.
   absl::StatusOr<int> PurgeFinished(std::chrono::milliseconds retention);
 
   // JobFeed.
@@ -81,6 +84,8 @@ class JobService final : public JobFeed {
 
  private:
   void OnDone(WorkItem& item, absl::StatusOr<std::vector<engine::Image>> result);
+  // Deletes every file under jobs/{id}/ of each job (best effort, logged).
+  void DeleteJobFiles(const std::vector<std::string>& ids);
   absl::StatusOr<std::vector<std::string>> WriteResults(const WorkItem& item,
                                                         const std::vector<engine::Image>& images);
   absl::StatusOr<queue::NewJob> Prepare(JobSubmission& s);

@@ -393,6 +393,23 @@ absl::Status Scheduler::SetTenantWeight(const std::string& tenant, double weight
   return queue_ ? queue_->SetTenantWeight(tenant, weight) : absl::OkStatus();
 }
 
+absl::Status Scheduler::SetTenantWeights(const std::map<std::string, double>& weights) {
+  for (const auto& [tenant, weight] : weights) {
+    if (!(weight > 0) || weight > 1e6) {
+      return InvalidField("weight", "a tenant weight must be in (0, 1000000]");
+    }
+  }
+  for (auto& [name, lane] : lanes_) {
+    absl::MutexLock lock(&lane->mu);
+    lane->pending.ClearWeights();
+  }
+  if (queue_) KILN_RETURN_IF_ERROR(queue_->ClearTenantWeights());
+  for (const auto& [tenant, weight] : weights) {
+    KILN_RETURN_IF_ERROR(SetTenantWeight(tenant, weight));
+  }
+  return absl::OkStatus();
+}
+
 bool Scheduler::Cancel(const std::string& id) {
   for (auto& [name, lane] : lanes_) {
     WorkItemPtr removed;

@@ -104,6 +104,8 @@ class Scheduler {
   // Weighted fair sharing: `tenant` gets `weight` times a default tenant's share, for sync
   // requests (in memory) and queued jobs (in the durable queue).
   absl::Status SetTenantWeight(const std::string& tenant, double weight);
+  // Replaces every weight: tenants not in `weights` go back to 1.
+  absl::Status SetTenantWeights(const std::map<std::string, double>& weights);
 
   // Cancels an item held in this process: removed if waiting, flagged if running. Returns
   // whether it was held here.

@@ -37,15 +37,21 @@ class FileStore final : public BlobStore {
   absl::Status Put(std::string_view key, std::string_view bytes) override {
     KILN_RETURN_IF_ERROR(CheckKey(key));
     const fs::path target = root_ / std::string(key);
-    std::error_code ec;
-    fs::create_directories(target.parent_path(), ec);
-    if (ec)
-      return absl::UnavailableError(
-          StrCat("mkdir ", target.parent_path().string(), ": ", ec.message()));
     const fs::path tmp = target.parent_path() / StrCat(".tmp-", target.filename().string(), "-",
                                                        ::getpid(), "-", counter_.fetch_add(1));
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return ErrnoError("open", tmp, errno);
+    int fd = -1;
+    // A Delete that empties the folder removes it; one that does so between our mkdir and our
+    // open makes the open fail with ENOENT: make the folder again (a few times at most).
+    for (int attempt = 0; fd < 0; ++attempt) {
+      std::error_code ec;
+      fs::create_directories(target.parent_path(), ec);
+      if (ec) {
+        return absl::UnavailableError(
+            StrCat("mkdir ", target.parent_path().string(), ": ", ec.message()));
+      }
+      fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      if (fd < 0 && (errno != ENOENT || attempt == 4)) return ErrnoError("open", tmp, errno);
+    }
     size_t written = 0;
     while (written < bytes.size()) {
       const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
@@ -105,10 +111,12 @@ class FileStore final : public BlobStore {
     const fs::path path = root_ / std::string(key);
     fs::remove(path, ec);
     if (ec) return absl::UnavailableError(StrCat("delete '", key, "': ", ec.message()));
-    // Folders the key leaves empty go too (a key's folders exist only for its files); remove()
-    // refuses a folder that still holds something, which ends the walk.
+    // Folders the key leaves empty go too (a key's folders exist only for its files), but not
+    // the top-level ones (jobs/, batches/); remove() refuses a folder that still holds
+    // something, which ends the walk.
     for (fs::path dir = path.parent_path();
-         dir != root_ && dir.string().size() > root_.string().size(); dir = dir.parent_path()) {
+         dir.parent_path().string().size() > root_.string().size() && dir.parent_path() != root_;
+         dir = dir.parent_path()) {
       if (!fs::remove(dir, ec) || ec) break;
     }
     return absl::OkStatus();

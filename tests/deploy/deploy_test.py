@@ -41,11 +41,11 @@ def build_renderer(work):
     return out
 
 
-def render(renderer, work, values, expect_error=None):
+def render(renderer, work, values, expect_error=None, release="prod"):
     path = os.path.join(work, "values-%d.yaml" % abs(hash(json.dumps(values, sort_keys=True))))
     with open(path, "w") as f:
         yaml.safe_dump(values, f)
-    r = subprocess.run([renderer, "-f", path, "-name", "prod", "-namespace", "ml", CHART],
+    r = subprocess.run([renderer, "-f", path, "-name", release, "-namespace", "ml", CHART],
                        capture_output=True, text=True, timeout=60)
     if expect_error is not None:
         check(r.returncode != 0 and expect_error in r.stderr,
@@ -170,7 +170,8 @@ def check_chart(renderer, work, serve_help, worker_help):
           'models.#(model=="tiny-shapes").desired_replicas', "per-model valueLocation")
 
     # The RabbitMQ alternative: queue length, credentials from the Secret.
-    docs = render(renderer, work, dict(base, keda={"trigger": "rabbitmq"}))
+    render(renderer, work, dict(base, keda={"trigger": "rabbitmq"}), expect_error="keda.rabbitmqModel")
+    docs = render(renderer, work, dict(base, keda={"trigger": "rabbitmq", "rabbitmqModel": "tiny-shapes"}))
     so, auth = find(docs, "ScaledObject"), find(docs, "TriggerAuthentication")
     if check(so and auth, "the rabbitmq trigger needs a ScaledObject and a TriggerAuthentication"):
         t = so["spec"]["triggers"][0]
@@ -215,6 +216,11 @@ def check_chart(renderer, work, serve_help, worker_help):
               "%s: models mount" % name)
         check(pod.get("volumes") == [{"name": "models", "persistentVolumeClaim": {"claimName": "m"}}],
               "%s: models volume" % name)
+
+    # A long release name still gives valid names (each checked by render) for every kind.
+    for values in (base, dict(base, keda={"scaledJob": {"enabled": True}})):
+        docs = render(renderer, work, values, release="a" * 60)
+        check(len(docs) >= 4, "a long release name renders everything")
 
     # Missing settings fail loudly, naming them.
     render(renderer, work, {}, expect_error="connection.queue")

@@ -1,5 +1,6 @@
 // The jobs, batches, files and events API of a real `kiln serve`, driven over HTTP with libcurl;
 // webhooks land on a real HTTP server started by the test.
+#include <signal.h>
 #include <sqlite3.h>
 
 #include <condition_variable>
@@ -10,6 +11,7 @@
 
 #include "core/crypto.h"
 #include "core/ids.h"
+#include "core/strings.h"
 #include "engine/image_codec.h"
 #include "gtest/gtest.h"
 #include "http/router.h"
@@ -178,6 +180,29 @@ TEST_F(JobsApiTest, IdempotencyKeyReplaysTheSameJob) {
   EXPECT_EQ(d.status, 202);
   WaitFinal(Body(a)["id"]);
   WaitFinal(Body(d)["id"]);
+  // Without a seed (the server picks one from the key) and with an input image (each job keeps
+  // its own copy): a retry is still the same request.
+  json seedless = {{"prompt", "a red circle"}, {"model", "test-pixel"}, {"steps", 3}};
+  HttpResult e = Submit(seedless, {"Idempotency-Key: order-18"});
+  HttpResult f = Submit(seedless, {"Idempotency-Key: order-18"});
+  ASSERT_EQ(e.status, 202) << e.body;
+  EXPECT_EQ(f.status, 200) << f.body;
+  EXPECT_EQ(Body(e)["id"], Body(f)["id"]);
+  const std::string png =
+      *engine::EncodePng(engine::Image{8, 8, std::vector<uint8_t>(192, 40)}, {});
+  json edit = seedless;
+  edit["image"] = Base64Encode(png);
+  HttpResult g = Submit(edit, {"Idempotency-Key: order-19"});
+  HttpResult h = Submit(edit, {"Idempotency-Key: order-19"});
+  ASSERT_EQ(g.status, 202) << g.body;
+  EXPECT_EQ(h.status, 200) << h.body;
+  EXPECT_EQ(Body(g)["id"], Body(h)["id"]);
+  // Another image under the same key is another request.
+  edit["image"] =
+      Base64Encode(*engine::EncodePng(engine::Image{8, 8, std::vector<uint8_t>(192, 200)}, {}));
+  EXPECT_EQ(Submit(edit, {"Idempotency-Key: order-19"}).status, 409);
+  WaitFinal(Body(e)["id"]);
+  WaitFinal(Body(g)["id"]);
 }
 
 TEST_F(JobsApiTest, CancelsAQueuedJobAtOnceAndARunningOneAtAStep) {
@@ -410,24 +435,36 @@ TEST(JobsConfig, TenantWeightsFromTheConfigFileReachTheQueue) {
                         "--data", (dir / "data").string()});
   ASSERT_TRUE(server.started()) << server.log();
   EXPECT_TRUE(server.WaitForLog("tenant weights set", std::chrono::seconds(5))) << server.log();
-  sqlite3* db = nullptr;
-  ASSERT_EQ(
-      sqlite3_open_v2((dir / "data" / "queue.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr),
-      SQLITE_OK);
-  std::map<std::string, double> weights;
-  sqlite3_stmt* st = nullptr;
-  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT tenant, weight FROM tenant_weights", -1, &st, nullptr),
-            SQLITE_OK);
-  while (sqlite3_step(st) == SQLITE_ROW) {
-    weights[reinterpret_cast<const char*>(sqlite3_column_text(st, 0))] =
-        sqlite3_column_double(st, 1);
-  }
-  sqlite3_finalize(st);
-  sqlite3_close(db);
+  auto stored = [&] {
+    std::map<std::string, double> weights;
+    sqlite3* db = nullptr;
+    if (sqlite3_open_v2((dir / "data" / "queue.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) !=
+        SQLITE_OK) {
+      sqlite3_close(db);
+      return weights;
+    }
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db, "SELECT tenant, weight FROM tenant_weights", -1, &st, nullptr) ==
+        SQLITE_OK) {
+      while (sqlite3_step(st) == SQLITE_ROW) {
+        weights[reinterpret_cast<const char*>(sqlite3_column_text(st, 0))] =
+            sqlite3_column_double(st, 1);
+      }
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return weights;
+  };
   // The tenant is the hash that requests with "Authorization: Bearer heavy-key" get.
   const std::map<std::string, double> want = {{"key-" + Sha256Hex("heavy-key").substr(0, 16), 4.0},
                                               {"anonymous", 0.5}};
-  EXPECT_EQ(weights, want);
+  EXPECT_EQ(stored(), want);
+  // Restarted without them: every tenant is back to weight 1.
+  server.Signal(SIGTERM);
+  ASSERT_EQ(server.Wait(std::chrono::seconds(30)), 0) << server.log();
+  ServerProcess plain({"--models", TestModelsDir(), "--data", (dir / "data").string()});
+  ASSERT_TRUE(plain.started()) << plain.log();
+  EXPECT_TRUE(stored().empty());
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
 }

@@ -2,6 +2,7 @@
 // delivery is the lease), the store holds the truth about each job (jobs/{id}/job.json), so any
 // gateway answers for any job. See docs/architecture.md, "Distributed mode".
 #include <algorithm>
+#include <cmath>
 #include <deque>
 #include <map>
 #include <optional>
@@ -108,7 +109,8 @@ class AmqpJobQueue final : public JobQueue {
         return earlier_id.status();
       }
       if (earlier) {
-        if (earlier->spec.request != spec.request || earlier->spec.model != spec.model) {
+        if (!SameRequest(earlier->spec.request, spec.request) ||
+            earlier->spec.model != spec.model) {
           return WithField(absl::FailedPreconditionError(
                                "this Idempotency-Key was used before with a different request"),
                            "Idempotency-Key");
@@ -249,7 +251,10 @@ class AmqpJobQueue final : public JobQueue {
     }
     a.job.state = JobState::kFailed;
     a.job.finished_ms = Now();
-    KILN_RETURN_IF_ERROR(Write(a.job));
+    if (absl::Status s = Write(a.job); !s.ok()) {
+      broker_->Requeue(a.delivery);  // not settled unrecorded: it runs again, or fails again
+      return s;
+    }
     broker_->Reject(a.delivery);  // to kiln.dead, for inspection
     return a.job;
   }
@@ -269,6 +274,14 @@ class AmqpJobQueue final : public JobQueue {
     KILN_RETURN_IF_ERROR(records()->Put(CancelKey(id), "{}"));
     (void)broker_->PublishEvent(StrCat("cancel.", id), "{}");
     if (job.state == JobState::kQueued) {
+      // Read again now that the marker is there: a worker that claimed the job before it saw
+      // the marker owns the record (and may have finished the job already). Without
+      // conditional writes a small window remains; see docs/operations.md.
+      KILN_ASSIGN_OR_RETURN(job, Get(id));
+      if (job.state != JobState::kQueued) {
+        if (!IsFinal(job.state)) job.cancel_requested = true;
+        return job;
+      }
       job.state = JobState::kCancelled;
       job.finished_ms = Now();
       KILN_RETURN_IF_ERROR(Write(job));
@@ -284,7 +297,10 @@ class AmqpJobQueue final : public JobQueue {
     KILN_ASSIGN_OR_RETURN(Active a, Take(id));
     a.job.state = JobState::kCancelled;
     a.job.finished_ms = Now();
-    KILN_RETURN_IF_ERROR(Write(a.job));
+    if (absl::Status s = Write(a.job); !s.ok()) {
+      broker_->Requeue(a.delivery);  // the next claim finds the cancel marker
+      return s;
+    }
     broker_->Ack(a.delivery);
     return absl::OkStatus();
   }
@@ -401,8 +417,9 @@ class AmqpJobQueue final : public JobQueue {
         continue;
       }
       if (auto m = it->second.models.find(model); m != it->second.models.end()) {
-        b.running += m->second.first;
-        b.running_cost += m->second.second;
+        b.queued += m->second.queued;
+        b.running += m->second.running;
+        b.running_cost += m->second.running_seconds;
       }
       ++it;
     }
@@ -436,11 +453,12 @@ class AmqpJobQueue final : public JobQueue {
   absl::StatusOr<std::vector<std::string>> PurgeFinished(int64_t, int) override {
     return absl::UnimplementedError(
         "the distributed queue keeps no index of finished jobs: give the bucket a lifecycle "
-        "rule that expires jobs/ and batches/ instead");
+        "rule that expires jobs/, batches/ and idempotency/ instead");
   }
 
   // A broker queue is FIFO: tenant weights have no effect in the distributed mode.
   absl::Status SetTenantWeight(const std::string&, double) override { return absl::OkStatus(); }
+  absl::Status ClearTenantWeights() override { return absl::OkStatus(); }
 
   absl::Status Check() override { return broker_->Health(); }
   bool forwards_events() const override { return true; }
@@ -631,7 +649,10 @@ class AmqpJobQueue final : public JobQueue {
           return;
         }
         for (const std::string& model : options_.consume) {
-          models[model] = {{"running", 0}, {"running_seconds", 0.0}};
+          // Prefetched but not claimed yet: no longer "ready" in the broker, not running either.
+          models[model] = {{"queued", static_cast<int64_t>(ready_[model].size())},
+                           {"running", 0},
+                           {"running_seconds", 0.0}};
         }
         for (const auto& [id, a] : active_) {
           auto& m = models[a.job.spec.model];
@@ -646,24 +667,29 @@ class AmqpJobQueue final : public JobQueue {
 
   // Consumer thread (gateways): a worker's load report.
   void LoadReport(const std::string& worker, const std::string& body) {
+    // Anyone with access to the exchange can publish: every figure is type-checked and bounded.
     const auto r = nlohmann::json::parse(body, nullptr, false);
     if (!r.is_object() || !r.contains("models") || !r["models"].is_object()) return;
+    const auto bounded = [](const nlohmann::json& o, const char* key, double max) {
+      auto it = o.find(key);
+      if (it == o.end() || !it->is_number()) return 0.0;
+      const double v = it->get<double>();
+      return std::isfinite(v) ? std::clamp(v, 0.0, max) : 0.0;
+    };
     WorkerLoad load;
-    try {  // anyone with access to the exchange can publish: a bad report is dropped
-      load.expires_ms = Now() + std::clamp<int64_t>(r.value("ttl_ms", int64_t{0}), 0, 3600000);
-      for (const auto& [model, m] : r["models"].items()) {
-        if (!m.is_object()) continue;
-        load.models[model] = {std::max(0, m.value("running", 0)),
-                              std::max(0.0, m.value("running_seconds", 0.0))};
-      }
-    } catch (const nlohmann::json::exception&) {
-      return;
+    load.expires_ms = Now() + static_cast<int64_t>(bounded(r, "ttl_ms", 3600000));
+    if (r["models"].size() > 1000) return;
+    for (const auto& [model, m] : r["models"].items()) {
+      if (!m.is_object()) continue;
+      load.models[model] = {static_cast<int>(bounded(m, "queued", 100000)),
+                            static_cast<int>(bounded(m, "running", 100000)),
+                            bounded(m, "running_seconds", 1e7)};
     }
     absl::MutexLock lock(&mu_);
     if (worker == instance_) return;
     if (load.expires_ms <= Now()) {
       worker_loads_.erase(worker);
-    } else if (worker_loads_.size() < 100000 || worker_loads_.count(worker)) {
+    } else if (worker_loads_.size() < 10000 || worker_loads_.count(worker)) {
       worker_loads_[worker] = std::move(load);
     }
   }
@@ -701,10 +727,16 @@ class AmqpJobQueue final : public JobQueue {
     log::Warn("job dead-lettered", {{"job", job->id()}});
   }
 
-  // What another worker reported it runs: per model, (jobs, device-seconds still needed).
+  // What another worker reported, per model: jobs it prefetched but has not started, jobs it
+  // runs, and the device-seconds those still need.
+  struct ModelLoad {
+    int queued = 0;
+    int running = 0;
+    double running_seconds = 0;
+  };
   struct WorkerLoad {
     int64_t expires_ms = 0;
-    std::map<std::string, std::pair<int, double>> models;
+    std::map<std::string, ModelLoad> models;
   };
 
   const QueueOptions options_;

@@ -51,6 +51,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs(tenant, idempotency_k
 CREATE INDEX IF NOT EXISTS jobs_claim ON jobs(model, state, klass, priority, seq);
 CREATE INDEX IF NOT EXISTS jobs_batch ON jobs(batch_id) WHERE batch_id <> '';
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, lease_until_ms);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(finished_ms) WHERE state >= 2;
 CREATE TABLE IF NOT EXISTS batches (
   id TEXT PRIMARY KEY,
   model TEXT NOT NULL,
@@ -495,7 +496,8 @@ class SqliteQueue final : public JobQueue {
     std::vector<std::string> ids;
     KILN_RETURN_IF_ERROR(Transaction([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
       Stmt s(db_,
-             "SELECT id FROM jobs WHERE state >= 2 AND finished_ms < ?1 ORDER BY seq LIMIT ?2");
+             "SELECT id FROM jobs WHERE state >= 2 AND finished_ms < ?1 "
+             "ORDER BY finished_ms, seq LIMIT ?2");
       KILN_RETURN_IF_ERROR(s.prepared());
       s.Bind(1, finished_before_ms).Bind(2, limit);
       while (true) {
@@ -515,6 +517,11 @@ class SqliteQueue final : public JobQueue {
       return batches.Run();
     }));
     return ids;
+  }
+
+  absl::Status ClearTenantWeights() override {
+    absl::MutexLock lock(&mu_);
+    return Exec("DELETE FROM tenant_weights");
   }
 
   absl::Status SetTenantWeight(const std::string& tenant, double weight) override {
@@ -613,7 +620,7 @@ class SqliteQueue final : public JobQueue {
       }
       if (row) {
         KILN_ASSIGN_OR_RETURN(Job earlier, GetLocked(s.Text(0)));
-        if (earlier.spec.request != job.request || earlier.spec.model != job.model) {
+        if (!SameRequest(earlier.spec.request, job.request) || earlier.spec.model != job.model) {
           return WithField(absl::FailedPreconditionError(
                                "this Idempotency-Key was used before with a different request"),
                            "Idempotency-Key");

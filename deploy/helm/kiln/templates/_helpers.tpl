@@ -1,9 +1,10 @@
-{{/* Names and labels shared by every template. */}}
+{{/* Names and labels shared by every template. 50 characters leave room for the longest
+suffix ("-batch-worker") within Kubernetes' 63. */}}
 {{- define "kiln.fullname" -}}
 {{- if contains .Chart.Name .Release.Name -}}
-{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" -}}
 {{- end -}}
 {{- end -}}
 
@@ -143,7 +144,7 @@ resources:
     name: {{ include "kiln.fullname" . }}-rabbitmq
   metadata:
     protocol: amqp
-    queueName: {{ printf "kiln.jobs.%s" .Values.keda.rabbitmqModel | quote }}
+    queueName: {{ printf "kiln.jobs.%s" (required "keda.rabbitmqModel (the model whose queue is read) is required with keda.trigger=rabbitmq" .Values.keda.rabbitmqModel) | quote }}
     mode: QueueLength
     value: {{ .Values.keda.queueLengthPerWorker | quote }}
 {{- else }}
