@@ -34,11 +34,6 @@ size_t FillUp(const fs::path& path) {
   return total;
 }
 
-json Body(const HttpResult& r) {
-  auto j = json::parse(r.body, nullptr, false);
-  return j.is_discarded() ? json() : j;
-}
-
 TEST(DiskFull, NotReadyAndClearErrorsThenRecovers) {
   const fs::path data = fs::temp_directory_path() / ("kiln-disk-full-" + NewUlid());
   fs::create_directories(data);

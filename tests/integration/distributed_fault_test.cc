@@ -28,11 +28,6 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-json Body(const HttpResult& r) {
-  auto j = json::parse(r.body, nullptr, false);
-  return j.is_discarded() ? json() : j;
-}
-
 TEST(DistributedFaultTest, KilledAndStoppedWorkersAndABrokerRestartLoseNoJob) {
   // KILN_FAULT_JOBS runs fewer, for debugging; the test's claim needs the default.
   const int kJobs =

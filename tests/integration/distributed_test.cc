@@ -22,11 +22,6 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-json Body(const HttpResult& r) {
-  auto j = json::parse(r.body, nullptr, false);
-  return j.is_discarded() ? json() : j;
-}
-
 class DistributedTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {

@@ -22,11 +22,6 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-json Body(const HttpResult& r) {
-  auto j = json::parse(r.body, nullptr, false);
-  return j.is_discarded() ? json() : j;
-}
-
 TEST(FaultTest, SigkillAtRandomMomentsLosesNoJob) {
   const fs::path data = fs::temp_directory_path() / ("kiln-fault-" + NewUlid());
   const std::vector<std::string> args = {"--models",    TestModelsDir(),  "--data",

@@ -26,11 +26,6 @@ using nlohmann::json;
 
 constexpr const char* kJson = "Content-Type: application/json";
 
-json Body(const HttpResult& r) {
-  auto j = json::parse(r.body, nullptr, false);
-  return j.is_discarded() ? json() : j;
-}
-
 class JobsApiTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {

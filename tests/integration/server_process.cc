@@ -68,6 +68,11 @@ std::string TestModelsDir() {
   return dir ? dir : std::string(KILN_BINARY_DIR) + "/test-models";
 }
 
+nlohmann::json Body(const HttpResult& r) {
+  auto j = nlohmann::json::parse(r.body, nullptr, false);
+  return j.is_discarded() ? nlohmann::json() : j;
+}
+
 HttpResult HttpGet(const std::string& url) { return Perform(curl_easy_init(), url); }
 
 HttpResult HttpPost(const std::string& url, const std::string& body,

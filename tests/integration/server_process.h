@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "nlohmann/json.hpp"
+
 namespace kiln::testing {
 
 std::string KilnBinary();
@@ -35,6 +37,9 @@ struct FormField {
   std::string filename;  // non-empty: sent as a file part
   std::string content_type;
 };
+
+// The JSON body of an answer, or null when it is not JSON.
+nlohmann::json Body(const HttpResult& r);
 
 // libcurl requests; thread-safe.
 HttpResult HttpGet(const std::string& url);
