@@ -163,15 +163,11 @@ absl::StatusOr<WorkItemPtr> JobService::Load(const queue::Job& job) {
   const std::string id = job.id();
   item->wants_preview = [this, id] { return events_->WantsPreviews(id); };
   item->on_progress = [this](WorkItem& w, const engine::Image* preview) {
-    if (queue_->forwards_events()) {
-      // Other processes' streams get progress without previews (they stay small).
-      nlohmann::json data = {
-          {"id", w.id}, {"step", w.step.load()}, {"num_steps", w.num_steps.load()}};
-      Forward(w.id, JobEvent{"progress", data.dump(), false});
-    }
-    if (!events_->HasSubscribers(w.id)) return;
     nlohmann::json data = {
         {"id", w.id}, {"step", w.step.load()}, {"num_steps", w.num_steps.load()}};
+    // Other processes' streams get progress without previews (they stay small).
+    if (queue_->forwards_events()) Forward(w.id, JobEvent{"progress", data.dump(), false});
+    if (!events_->HasSubscribers(w.id)) return;
     if (preview) {
       auto png = engine::EncodePng(*preview, {});
       if (png.ok()) data["preview"] = StrCat("data:image/png;base64,", Base64Encode(*png));
