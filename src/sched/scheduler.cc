@@ -382,17 +382,6 @@ void Scheduler::NotifyQueued(const std::string& model) {
   it->second->durable_hint = true;
 }
 
-absl::Status Scheduler::SetTenantWeight(const std::string& tenant, double weight) {
-  if (!(weight > 0) || weight > 1e6) {
-    return InvalidField("weight", "a tenant weight must be in (0, 1000000]");
-  }
-  for (auto& [name, lane] : lanes_) {
-    absl::MutexLock lock(&lane->mu);
-    lane->pending.SetWeight(tenant, weight);
-  }
-  return queue_ ? queue_->SetTenantWeight(tenant, weight) : absl::OkStatus();
-}
-
 absl::Status Scheduler::SetTenantWeights(const std::map<std::string, double>& weights) {
   for (const auto& [tenant, weight] : weights) {
     if (!(weight > 0) || weight > 1e6) {
@@ -402,10 +391,12 @@ absl::Status Scheduler::SetTenantWeights(const std::map<std::string, double>& we
   for (auto& [name, lane] : lanes_) {
     absl::MutexLock lock(&lane->mu);
     lane->pending.ClearWeights();
+    for (const auto& [tenant, weight] : weights) lane->pending.SetWeight(tenant, weight);
   }
-  if (queue_) KILN_RETURN_IF_ERROR(queue_->ClearTenantWeights());
+  if (!queue_) return absl::OkStatus();
+  KILN_RETURN_IF_ERROR(queue_->ClearTenantWeights());
   for (const auto& [tenant, weight] : weights) {
-    KILN_RETURN_IF_ERROR(SetTenantWeight(tenant, weight));
+    KILN_RETURN_IF_ERROR(queue_->SetTenantWeight(tenant, weight));
   }
   return absl::OkStatus();
 }

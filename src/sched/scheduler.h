@@ -101,10 +101,9 @@ class Scheduler {
   // A job of `model` was enqueued (or requeued): wake an idle replica to claim it.
   void NotifyQueued(const std::string& model);
 
-  // Weighted fair sharing: `tenant` gets `weight` times a default tenant's share, for sync
-  // requests (in memory) and queued jobs (in the durable queue).
-  absl::Status SetTenantWeight(const std::string& tenant, double weight);
-  // Replaces every weight: tenants not in `weights` go back to 1.
+  // Weighted fair sharing: a tenant with weight w gets w times a default tenant's share, for
+  // sync requests (in memory) and queued jobs (in the durable queue). Replaces every weight:
+  // tenants not in `weights` go back to 1.
   absl::Status SetTenantWeights(const std::map<std::string, double>& weights);
 
   // Cancels an item held in this process: removed if waiting, flagged if running. Returns

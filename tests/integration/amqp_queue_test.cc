@@ -2,7 +2,6 @@
 // layer: which writes reach a job's record, so that no write that lands late can turn a
 // finished job back into a running one whose message is already acked (the job would be lost).
 #include <atomic>
-#include <filesystem>
 #include <functional>
 
 #include "absl/synchronization/mutex.h"
@@ -16,26 +15,13 @@
 namespace kiln::testing {
 namespace {
 
-namespace fs = std::filesystem;
 using queue::Job;
 using queue::JobState;
 
-class AmqpQueueTest : public ::testing::Test {
+class AmqpQueueTest : public RabbitMqSuite {
  protected:
-  static void SetUpTestSuite() {
-    root_ = new fs::path(fs::temp_directory_path() / ("kiln-amqp-queue-" + NewUlid()));
-    broker_ = new RabbitMq(*root_ / "rabbitmq");
-  }
-  static void TearDownTestSuite() {
-    delete broker_;
-    broker_ = nullptr;
-    std::error_code ec;
-    fs::remove_all(*root_, ec);
-    delete root_;
-  }
-
   void SetUp() override {
-    ASSERT_TRUE(broker_->started()) << "rabbitmq-server did not start:\n" << broker_->log();
+    ExpectBrokerStarted();
     model_ = "m" + NewUlid();  // a queue of its own, so tests do not see each other's jobs
     queue::QueueOptions options;
     options.records = records_.get();
@@ -48,7 +34,7 @@ class AmqpQueueTest : public ::testing::Test {
       absl::MutexLock lock(&mu_);
       ++available_;
     };
-    auto q = queue::JobQueue::Open(broker_->url(), options);
+    auto q = queue::JobQueue::Open(broker().url(), options);
     ASSERT_TRUE(q.ok()) << q.status();
     queue_ = std::move(*q);
   }
@@ -60,18 +46,10 @@ class AmqpQueueTest : public ::testing::Test {
     spec.id = NewUlid();
     spec.model = model_;
     spec.request = R"({"prompt":"a red circle","steps":10})";
-    {
-      absl::MutexLock lock(&mu_);
-      available_ = 0;
-    }
+    ForgetDeliveries();
     auto enqueued = queue_->Enqueue(spec);
     EXPECT_TRUE(enqueued.ok()) << enqueued.status();
-    {
-      absl::MutexLock lock(&mu_);
-      EXPECT_TRUE(mu_.AwaitWithTimeout(absl::Condition(
-                                           +[](int* n) { return *n > 0; }, &available_),
-                                       absl::Seconds(30)));
-    }
+    EXPECT_TRUE(AwaitDelivery());
     auto claimed = queue_->Claim(model_, 1, "w1", 60000);
     now_ms_ += 1000;
     EXPECT_TRUE(claimed.ok()) << claimed.status();
@@ -79,13 +57,23 @@ class AmqpQueueTest : public ::testing::Test {
     return claimed.ok() && !claimed->empty() ? (*claimed)[0] : Job{};
   }
 
+  // Deliveries announced by on_available: forget the ones so far, or wait for a new one.
+  void ForgetDeliveries() {
+    absl::MutexLock lock(&mu_);
+    available_ = 0;
+  }
+  bool AwaitDelivery() {
+    absl::MutexLock lock(&mu_);
+    return mu_.AwaitWithTimeout(absl::Condition(
+                                    +[](int* n) { return *n > 0; }, &available_),
+                                absl::Seconds(30));
+  }
+
   std::string Record(const std::string& id) {
     auto text = records_->Get(queue::JobRecordKey(id));
     return text.ok() ? *text : text.status().ToString();
   }
 
-  static fs::path* root_;
-  static RabbitMq* broker_;
   std::unique_ptr<store::BlobStore> records_ = store::NewMemoryStore();
   std::unique_ptr<queue::JobQueue> queue_;
   std::string model_;
@@ -93,9 +81,6 @@ class AmqpQueueTest : public ::testing::Test {
   absl::Mutex mu_;
   int available_ ABSL_GUARDED_BY(mu_) = 0;
 };
-
-fs::path* AmqpQueueTest::root_ = nullptr;
-RabbitMq* AmqpQueueTest::broker_ = nullptr;
 
 TEST_F(AmqpQueueTest, ProgressIsReadableButNeverRewritesTheRecord) {
   Job job = EnqueueAndClaim();
@@ -148,18 +133,10 @@ TEST_F(AmqpQueueTest, ProgressOfAnEarlierAttemptIsNotShown) {
   ASSERT_FALSE(job.id().empty());
   ASSERT_EQ(queue_->Heartbeat(job.id(), "w1", 60000, 8, 10), absl::OkStatus());
   // Handed back (a stopping worker) and claimed again: the new run starts at step 0.
-  {
-    absl::MutexLock lock(&mu_);
-    available_ = 0;
-  }
+  ForgetDeliveries();
   ASSERT_EQ(queue_->Release(job.id(), "w1"), absl::OkStatus());
   now_ms_ += 1000;
-  {
-    absl::MutexLock lock(&mu_);
-    EXPECT_TRUE(mu_.AwaitWithTimeout(absl::Condition(
-                                         +[](int* n) { return *n > 0; }, &available_),
-                                     absl::Seconds(30)));
-  }
+  EXPECT_TRUE(AwaitDelivery());
   auto again = queue_->Claim(model_, 1, "w2", 60000);
   now_ms_ += 1000;
   ASSERT_TRUE(again.ok()) << again.status();
@@ -184,7 +161,7 @@ TEST_F(AmqpQueueTest, GatewaysCountTheJobsThatWorkersRun) {
   queue::QueueOptions go;
   go.records = records_.get();
   go.models = {model_};
-  auto gateway = queue::JobQueue::Open(broker_->url(), go);
+  auto gateway = queue::JobQueue::Open(broker().url(), go);
   ASSERT_TRUE(gateway.ok()) << gateway.status();
   Job job = EnqueueAndClaim();
   ASSERT_FALSE(job.id().empty());

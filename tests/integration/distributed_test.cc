@@ -22,26 +22,15 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-class DistributedTest : public ::testing::Test {
+class DistributedTest : public RabbitMqSuite {
  protected:
-  static void SetUpTestSuite() {
-    root_ = new fs::path(fs::temp_directory_path() / ("kiln-distributed-" + NewUlid()));
-    broker_ = new RabbitMq(*root_ / "rabbitmq");
-  }
-  static void TearDownTestSuite() {
-    delete broker_;
-    broker_ = nullptr;
-    std::error_code ec;
-    fs::remove_all(*root_, ec);
-    delete root_;
-  }
   void SetUp() override {
-    ASSERT_TRUE(broker_->started()) << "rabbitmq-server did not start:\n" << broker_->log();
-    store_ = "file://" + (*root_ / ("store-" + NewUlid())).string();
+    ExpectBrokerStarted();
+    store_ = "file://" + (root() / ("store-" + NewUlid())).string();
   }
 
   std::vector<std::string> Args(const std::string& role, const std::string& models) {
-    return {"--role", role, "--queue", broker_->url(), "--store", store_, "--models", models};
+    return {"--role", role, "--queue", broker().url(), "--store", store_, "--models", models};
   }
 
   static json Post(const ServerProcess& s, const json& request) {
@@ -63,12 +52,8 @@ class DistributedTest : public ::testing::Test {
     return at == std::string::npos ? -1 : std::stod(text.substr(at + series.size() + 2));
   }
 
-  static fs::path* root_;
-  static RabbitMq* broker_;
   std::string store_;
 };
-fs::path* DistributedTest::root_ = nullptr;
-RabbitMq* DistributedTest::broker_ = nullptr;
 
 TEST_F(DistributedTest, GatewaysAndWorkersShareJobsThroughTheBroker) {
   ServerProcess g1(Args("gateway", TestModelsDir()));
@@ -139,7 +124,7 @@ TEST_F(DistributedTest, GatewaysAndWorkersShareJobsThroughTheBroker) {
   EXPECT_TRUE(list["has_more"].get<bool>());
 
   // A broker restart: gateways and the worker reconnect by themselves, and work goes on.
-  ASSERT_TRUE(broker_->Restart()) << broker_->log();
+  ASSERT_TRUE(broker().Restart()) << broker().log();
   ASSERT_TRUE(WaitUntil(std::chrono::seconds(30), [&] {
     return HttpGet(g1.url() + "/readyz").status == 200 &&
            HttpGet(worker.url() + "/readyz").status == 200;
@@ -283,7 +268,7 @@ TEST_F(DistributedTest, NoBrokerOrBadCredentialsMeanNotReadyNotACrash) {
   EXPECT_EQ(job.status, 503) << job.body;
   EXPECT_EQ(HttpGet(lonely.url() + "/v1/jobs?limit=1").status, 200) << "records still answer";
 
-  std::string url = broker_->url();
+  std::string url = broker().url();
   url.replace(url.find("guest:guest"), 11, "guest:wrong");
   ServerProcess refused(
       {"--role", "worker", "--queue", url, "--store", store_, "--models", TestModelsDir()});

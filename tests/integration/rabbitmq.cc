@@ -9,6 +9,7 @@
 #include <fstream>
 #include <vector>
 
+#include "core/ids.h"
 #include "tests/integration/server_process.h"
 
 namespace kiln::testing {
@@ -102,6 +103,28 @@ void RabbitMq::Stop() {
 bool RabbitMq::Restart() {
   Stop();
   return Start();
+}
+
+std::filesystem::path* RabbitMqSuite::root_ = nullptr;
+RabbitMq* RabbitMqSuite::broker_ = nullptr;
+
+void RabbitMqSuite::SetUpTestSuite() {
+  root_ = new std::filesystem::path(std::filesystem::temp_directory_path() /
+                                    ("kiln-rabbitmq-suite-" + NewUlid()));
+  broker_ = new RabbitMq(*root_ / "rabbitmq");
+}
+
+void RabbitMqSuite::TearDownTestSuite() {
+  delete broker_;
+  broker_ = nullptr;
+  std::error_code ec;
+  std::filesystem::remove_all(*root_, ec);
+  delete root_;
+  root_ = nullptr;
+}
+
+void RabbitMqSuite::ExpectBrokerStarted() {
+  ASSERT_TRUE(broker_->started()) << "rabbitmq-server did not start:\n" << broker_->log();
 }
 
 }  // namespace kiln::testing

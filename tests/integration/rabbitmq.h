@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <string>
 
+#include "gtest/gtest.h"
+
 namespace kiln::testing {
 
 class RabbitMq {
@@ -36,6 +38,24 @@ class RabbitMq {
   int epmd_port_ = 0;
   pid_t pid_ = -1;
   int starts_ = 0;
+};
+
+// A test suite that shares one broker: started before the suite's first test, stopped (and
+// its folder, root(), removed) after the last. Each test's SetUp should call
+// ExpectBrokerStarted().
+class RabbitMqSuite : public ::testing::Test {
+ public:
+  static void SetUpTestSuite();
+  static void TearDownTestSuite();
+
+ protected:
+  static void ExpectBrokerStarted();
+  static const std::filesystem::path& root() { return *root_; }
+  static RabbitMq& broker() { return *broker_; }
+
+ private:
+  static std::filesystem::path* root_;
+  static RabbitMq* broker_;
 };
 
 }  // namespace kiln::testing

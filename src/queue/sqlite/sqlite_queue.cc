@@ -2,6 +2,7 @@
 // state change is one transaction, so a crash leaves each job in exactly one state.
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <functional>
 #include <limits>
 
@@ -86,6 +87,11 @@ constexpr const char* kJobColumns =
     "webhook_status, traceparent";
 
 // A prepared statement; finalized on destruction.
+// SQLITE_FULL: 507 Insufficient Storage, not a rate limit (429).
+absl::Status DiskFull() {
+  return WithHttpStatus(absl::ResourceExhaustedError("the disk is full (the job queue)"), 507);
+}
+
 class Stmt {
  public:
   Stmt(sqlite3* db, std::string_view sql) : db_(db) {
@@ -120,9 +126,7 @@ class Stmt {
     if (rc == SQLITE_CONSTRAINT) {
       return absl::AlreadyExistsError(StrCat("sqlite: ", sqlite3_errmsg(db_)));
     }
-    if (rc == SQLITE_FULL) {
-      return WithHttpStatus(absl::ResourceExhaustedError("the disk is full (the job queue)"), 507);
-    }
+    if (rc == SQLITE_FULL) return DiskFull();
     return absl::UnavailableError(StrCat("sqlite step: ", sqlite3_errmsg(db_)));
   }
   absl::Status Run() {
@@ -495,16 +499,11 @@ class SqliteQueue final : public JobQueue {
     absl::MutexLock lock(&mu_);
     std::vector<std::string> ids;
     KILN_RETURN_IF_ERROR(Transaction([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
-      Stmt s(db_,
-             "SELECT id FROM jobs WHERE state >= 2 AND finished_ms < ?1 "
-             "ORDER BY finished_ms, seq LIMIT ?2");
-      KILN_RETURN_IF_ERROR(s.prepared());
-      s.Bind(1, finished_before_ms).Bind(2, limit);
-      while (true) {
-        KILN_ASSIGN_OR_RETURN(bool row, s.Next());
-        if (!row) break;
-        ids.push_back(s.Text(0));
-      }
+      const std::string select = StrCat(
+          "SELECT id FROM jobs WHERE state >= 2 AND finished_ms < ?1 ORDER BY finished_ms, seq "
+          "LIMIT ",
+          std::max(limit, 0));
+      KILN_ASSIGN_OR_RETURN(ids, Ids(select.c_str(), finished_before_ms));
       for (const std::string& id : ids) {
         Stmt del(db_, "DELETE FROM jobs WHERE id=?1");
         del.Bind(1, id);
@@ -543,9 +542,7 @@ class SqliteQueue final : public JobQueue {
     if (rc == SQLITE_OK) return absl::OkStatus();
     std::string msg = err ? err : sqlite3_errstr(rc);
     sqlite3_free(err);
-    if (rc == SQLITE_FULL) {
-      return WithHttpStatus(absl::ResourceExhaustedError("the disk is full (the job queue)"), 507);
-    }
+    if (rc == SQLITE_FULL) return DiskFull();
     return absl::UnavailableError(StrCat("sqlite: ", msg));
   }
 
