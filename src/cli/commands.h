@@ -31,6 +31,7 @@ struct ServeOptions {
   int grace_seconds = 30;
   int max_queued_jobs = 10000;
   int max_queued_sync = 64;
+  int idle_spin_us = 200;  // an idle replica polls its queue this long before sleeping
   double autoscale_target_seconds = 60;  // backlog one replica may carry (GET /v1/autoscale)
   int autoscale_min_replicas = 0;
   int autoscale_max_replicas = 16;

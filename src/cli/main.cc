@@ -62,6 +62,9 @@ int main(int argc, char** argv) {
     cmd->add_option("--max-queued-sync", serve.max_queued_sync,
                     "Waiting sync requests per model before 429")
         ->check(CLI::Range(1, 100000));
+    cmd->add_option("--idle-spin-us", serve.idle_spin_us,
+                    "An idle replica polls for work this long before it sleeps (0 = never)")
+        ->check(CLI::Range(0, 100000));
     cmd->add_option("--webhook-secret", serve.webhook_secret,
                     "HMAC key for webhook signatures (default $KILN_WEBHOOK_SECRET)");
     cmd->add_option(

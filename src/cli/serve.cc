@@ -178,6 +178,8 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o, const Ser
         set_int(o.max_queued_jobs, d.max_queued_jobs);
       else if (key == "max_queued_sync")
         set_int(o.max_queued_sync, d.max_queued_sync);
+      else if (key == "idle_spin_us")
+        set_int(o.idle_spin_us, d.idle_spin_us);
       else if (key == "log_level")
         set_str(o.log_level, d.log_level);
       else if (key == "preemption_url")
@@ -223,6 +225,7 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o, const Ser
       {"grace_seconds", o.grace_seconds, 0, 86400},
       {"max_queued_jobs", o.max_queued_jobs, 1, 10000000},
       {"max_queued_sync", o.max_queued_sync, 1, 100000},
+      {"idle_spin_us", o.idle_spin_us, 0, 100000},
       {"preemption_grace_seconds", o.preemption_grace_seconds, 0, 3600},
       {"exit_when_idle", o.exit_when_idle, 0, 86400}};
   for (const auto& [key, value, lo, hi] : ints) {
@@ -382,6 +385,7 @@ int RunServe(ServeOptions o) {
   so.lease = std::chrono::seconds(o.lease_seconds);
   so.max_queued_jobs = o.max_queued_jobs;
   so.max_queued_sync = o.max_queued_sync;
+  so.idle_spin = std::chrono::microseconds(o.idle_spin_us);
   so.request_level = o.batching == "request";
   so.metrics = &metrics;
   so.tracer = &tracer;

@@ -239,17 +239,24 @@ absl::StatusOr<std::unique_ptr<Generation>> Pipeline::Start(const GenerationRequ
   torch::Tensor noise = RowNoise({request.n, c, h, w}, gen->generators);
 
   absl::MutexLock lock(&m.mu);
-  KILN_ASSIGN_OR_RETURN(torch::Tensor hidden,
-                        m.EncodeText({request.prompt, request.negative_prompt}));
-  gen->hidden = hidden.slice(0, 0, 1);
-  gen->hidden_neg = hidden.slice(0, 1, 2);
+  const bool edit = std::holds_alternative<InstructEdit>(request.conditioning);
   gen->guidance_scale = request.guidance_scale;
-  gen->mode = request.guidance_scale == 1.0 ? GuidanceMode::kNone : GuidanceMode::kClassifierFree;
-  gen->image_cond =
-      torch::zeros({1, m.spec.image_cond_channels, h, w}, torch::kFloat32).to(m.device);
+  gen->mode = edit                            ? GuidanceMode::kInstructEdit
+              : request.guidance_scale == 1.0 ? GuidanceMode::kNone
+                                              : GuidanceMode::kClassifierFree;
+  if (gen->mode == GuidanceMode::kNone) {  // the negative prompt would never be used
+    KILN_ASSIGN_OR_RETURN(gen->hidden, m.EncodeText({request.prompt}));
+  } else {
+    KILN_ASSIGN_OR_RETURN(torch::Tensor hidden,
+                          m.EncodeText({request.prompt, request.negative_prompt}));
+    gen->hidden = hidden.slice(0, 0, 1);
+    gen->hidden_neg = hidden.slice(0, 1, 2);
+  }
+  gen->image_cond = torch::zeros({1, m.spec.image_cond_channels, h, w},
+                                 torch::TensorOptions().dtype(torch::kFloat32).device(m.device));
 
-  if (const auto* edit = std::get_if<InstructEdit>(&request.conditioning)) {
-    Image src = ResizeBilinear(edit->image, request.size.width, request.size.height);
+  if (const auto* instruct = std::get_if<InstructEdit>(&request.conditioning)) {
+    Image src = ResizeBilinear(instruct->image, request.size.width, request.size.height);
     KILN_ASSIGN_OR_RETURN(torch::Tensor cond, m.EncodeImage(src));
     if (cond.size(1) != m.spec.image_cond_channels) {
       return absl::InternalError(StrCat("model '", m.spec.name, "': image_cond_channels is ",
@@ -257,8 +264,7 @@ absl::StatusOr<std::unique_ptr<Generation>> Pipeline::Start(const GenerationRequ
                                         cond.size(1)));
     }
     gen->image_cond = m.spec.kind == ModelKind::kLatent ? cond * m.spec.image_cond_scale : cond;
-    gen->mode = GuidanceMode::kInstructEdit;
-    gen->image_guidance_scale = edit->image_guidance_scale;
+    gen->image_guidance_scale = instruct->image_guidance_scale;
     gen->x = noise.to(m.device) * plan.init_noise_sigma;
   } else if (const auto* i2i = std::get_if<ImageToImage>(&request.conditioning)) {
     Image src = ResizeBilinear(i2i->image, request.size.width, request.size.height);
@@ -286,8 +292,8 @@ absl::Status Pipeline::Impl::StepLocked(std::span<Generation* const> batch) {
     const Sampler& s = tg->sampler;
     const int64_t n = tg->n;
     torch::Tensor x_in = tg->x * s.input_scale();
-    torch::Tensor t = torch::full({n}, s.timestep(), torch::kFloat32).to(device);
-    torch::Tensor zeros = torch::zeros_like(tg->image_cond);
+    torch::Tensor t = torch::full({n}, s.timestep(),
+                                  torch::TensorOptions().dtype(torch::kFloat32).device(device));
     auto add = [&](const torch::Tensor& hidden, const torch::Tensor& cond) {
       xs.push_back(x_in);
       ts.push_back(t);
@@ -305,12 +311,15 @@ absl::Status Pipeline::Impl::StepLocked(std::span<Generation* const> batch) {
       case GuidanceMode::kInstructEdit:
         add(tg->hidden, tg->image_cond);
         add(tg->hidden_neg, tg->image_cond);
-        add(tg->hidden_neg, zeros);
+        add(tg->hidden_neg, torch::zeros_like(tg->image_cond));
         break;
     }
   }
-  torch::Tensor x_all = torch::cat(xs), t_all = torch::cat(ts);
-  torch::Tensor h_all = torch::cat(hs), c_all = torch::cat(conds);
+  // A lone generation without guidance (the common case when one request runs) needs no copy.
+  auto join = [](std::vector<torch::Tensor>& parts) {
+    return parts.size() == 1 ? parts[0] : torch::cat(parts);
+  };
+  torch::Tensor x_all = join(xs), t_all = join(ts), h_all = join(hs), c_all = join(conds);
   const int64_t total = x_all.size(0);
   std::vector<torch::Tensor> outs;
   try {
@@ -333,7 +342,7 @@ absl::Status Pipeline::Impl::StepLocked(std::span<Generation* const> batch) {
   } catch (const std::exception& e) {
     return absl::InternalError(StrCat("model '", spec.name, "': denoiser failed: ", e.what()));
   }
-  torch::Tensor pred_all = torch::cat(outs);
+  torch::Tensor pred_all = join(outs);
 
   // Split the predictions back, apply guidance, and advance each sampler.
   int64_t row = 0;

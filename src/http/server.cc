@@ -48,6 +48,10 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(tcp::socket socket, Server::Impl* server) : stream_(std::move(socket)), server_(server) {}
 
   void Run() {
+    // Synchronous writes (Respond) must never wait for a slow client; asynchronous operations
+    // are unaffected by this flag.
+    beast::error_code ec;
+    stream_.socket().non_blocking(true, ec);
     asio::dispatch(stream_.get_executor(),
                    beast::bind_front_handler(&Session::Read, shared_from_this()));
   }
@@ -87,9 +91,12 @@ class Session : public std::enable_shared_from_this<Session> {
       request->headers[ToLowerAscii(std::string(field.name_string()))] = std::string(field.value());
     }
     request->body = std::move(req.body());
-    beast::error_code ep_ec;
-    auto ep = stream_.socket().remote_endpoint(ep_ec);
-    if (!ep_ec) request->remote = ep.address().to_string();
+    if (!remote_) {  // once per connection: getpeername is a system call
+      beast::error_code ep_ec;
+      auto ep = stream_.socket().remote_endpoint(ep_ec);
+      remote_ = ep_ec ? std::string() : ep.address().to_string();
+    }
+    request->remote = *remote_;
     if (auto header = request->Header("traceparent"); header) {
       if (auto incoming = ParseTraceparent(*header)) {
         request->parent_span_id = incoming->span_id;
@@ -135,19 +142,70 @@ class Session : public std::enable_shared_from_this<Session> {
     Respond(std::move(response));
   }
 
-  // Hands a response to the connection's executor (from any thread).
+  // Answers the request (from any thread). A plain response is written right here, on the thread
+  // that produced it, as far as the socket takes it without blocking: a request answered by a
+  // replica or a handler thread would otherwise wake an I/O thread just to copy a few KiB, a
+  // context switch that costs more than the write. What the socket does not take is finished
+  // asynchronously on the connection's executor.
   void Respond(Response response) {
-    asio::post(stream_.get_executor(),
-               [self = shared_from_this(), response = std::move(response)]() mutable {
-                 if (response.stream) {
+    if (response.stream) {
+      asio::post(stream_.get_executor(),
+                 [self = shared_from_this(), response = std::move(response)]() mutable {
                    self->WriteStream(std::move(response));
-                 } else {
-                   self->Write(std::move(response), /*counted=*/true);
-                 }
-               });
+                 });
+      return;
+    }
+    Observe(response.status);
+    auto out = std::make_shared<Outgoing>(std::move(response), version_,
+                                          keep_alive_ && !server_->stopping);
+    beast::error_code ec;
+    // The socket is in non-blocking mode for synchronous calls (see Run), so write_some stops
+    // with would_block when the kernel's buffer is full instead of waiting for the client.
+    while (!out->serializer.is_done()) {
+      bhttp::write_some(stream_.socket(), out->serializer, ec);
+      if (ec) break;
+    }
+    if (ec == asio::error::would_block) {
+      return asio::post(stream_.get_executor(), [self = shared_from_this(), out] {
+        self->stream_.expires_after(self->server_->options.read_timeout);
+        bhttp::async_write(self->stream_, out->serializer,
+                           [self, out](beast::error_code ec, size_t) { self->Written(ec, *out); });
+      });
+    }
+    // Even off the connection's executor, the next read can start right here: nothing else
+    // touches this connection between a request and its answer (no operation is pending, and
+    // the read's completion will run on the executor). Posting it instead would wake an I/O
+    // thread once more per request.
+    Written(ec, *out);
   }
 
-  // Tells the observer about the request being answered (on the connection's executor).
+  // A response and its serializer, alive until the write finishes.
+  struct Outgoing {
+    Outgoing(Response response, unsigned version, bool keep) : keep(keep) {
+      message.version(version);
+      message.result(static_cast<unsigned>(response.status));
+      message.set(bhttp::field::server, "kiln");
+      if (!response.content_type.empty()) {
+        message.set(bhttp::field::content_type, response.content_type);
+      }
+      for (auto& [k, v] : response.headers) message.set(k, v);
+      message.body() = std::move(response.body);
+      message.keep_alive(keep);
+      message.prepare_payload();
+    }
+    bhttp::response<bhttp::string_body> message;
+    bhttp::response_serializer<bhttp::string_body> serializer{message};
+    bool keep;
+  };
+
+  // After a counted response went out: the next request, or close.
+  void Written(beast::error_code ec, const Outgoing& out) {
+    --server_->in_flight;
+    if (ec || !out.keep) return Close();
+    Read();
+  }
+
+  // Tells the observer about the request being answered.
   void Observe(int status) {
     if (!server_->options.observer) return;
     RequestRecord record;
@@ -212,35 +270,18 @@ class Session : public std::enable_shared_from_this<Session> {
     Close();
   }
 
+  // An error found before any handler ran (not counted in in_flight); the connection closes.
   void WriteError(int status, const std::string& message) {
     keep_alive_ = false;
     current_.reset();
     route_.clear();
     Observe(status);
-    Write(server_->router->render_error()(status, message));
-  }
-
-  // `counted`: the request is in Server::in_flight until its response is written.
-  void Write(Response response, bool counted = false) {
-    if (counted) Observe(response.status);
-    auto res = std::make_shared<bhttp::response<bhttp::string_body>>();
-    res->version(version_);
-    res->result(static_cast<unsigned>(response.status));
-    res->set(bhttp::field::server, "kiln");
-    if (!response.content_type.empty()) res->set(bhttp::field::content_type, response.content_type);
-    for (auto& [k, v] : response.headers) res->set(k, v);
-    res->body() = std::move(response.body);
-    const bool keep = keep_alive_ && !server_->stopping;
-    res->keep_alive(keep);
-    res->prepare_payload();
+    auto out = std::make_shared<Outgoing>(server_->router->render_error()(status, message),
+                                          version_, /*keep=*/false);
     stream_.expires_after(server_->options.read_timeout);
     bhttp::async_write(
-        stream_, *res,
-        [self = shared_from_this(), res, keep, counted](beast::error_code ec, size_t) {
-          if (counted) --self->server_->in_flight;
-          if (ec || !keep) return self->Close();
-          self->Read();
-        });
+        stream_, out->serializer,
+        [self = shared_from_this(), out](beast::error_code, size_t) { self->Close(); });
   }
 
   void Close() {
@@ -253,6 +294,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Server::Impl* server_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::optional<std::string> remote_;  // the peer's address
   bool keep_alive_ = true;
   bool first_request_ = true;
   unsigned version_ = 11;

@@ -24,7 +24,8 @@ struct RequestRecord {
   std::chrono::system_clock::time_point start;  // when the whole request had been read
   std::chrono::nanoseconds elapsed{0};          // from start until the response was ready
 };
-// Called on an I/O thread; must not block.
+// Called on the thread that answers the request (an I/O thread, a handler thread, or whichever
+// thread ran a deferred response); must not block.
 using RequestObserver = std::function<void(const RequestRecord&)>;
 
 struct ServerOptions {

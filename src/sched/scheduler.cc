@@ -1,7 +1,9 @@
 #include "sched/scheduler.h"
 
+#include <atomic>
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <chrono>
 #include <cmath>
 #include <thread>
 
@@ -18,6 +20,15 @@ namespace {
 
 int RetryAfter(double wait_seconds) {
   return static_cast<int>(std::clamp(std::ceil(wait_seconds), 1.0, 3600.0));
+}
+
+// In a spin-wait loop: lets the CPU save power and a hyperthread sibling run.
+void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
 }
 
 }  // namespace
@@ -70,6 +81,9 @@ struct Scheduler::Lane final : public WorkSource {
   bool durable_hint ABSL_GUARDED_BY(mu) = true;  // the durable queue may hold work
   bool claiming ABSL_GUARDED_BY(mu) = false;
   bool stopping ABSL_GUARDED_BY(mu) = false;
+  // Bumped, under mu, whenever HasWork() may have turned true: an idle replica that polls
+  // before sleeping (SpinForWork) watches it without taking the lock.
+  std::atomic<uint64_t> wakes{0};
 
   bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     return stopping || !pending.empty() || (durable_hint && !claiming && queue && feed);
@@ -88,6 +102,7 @@ struct Scheduler::Lane final : public WorkSource {
   int replica_count() const { return std::max<int>(1, static_cast<int>(pipelines.size())); }
 
   WorkItemPtr Next(int free_rows, bool idle) override {
+    std::chrono::steady_clock::time_point spin_until{};
     mu.Lock();
     while (true) {
       if (stopping) break;
@@ -133,10 +148,33 @@ struct Scheduler::Lane final : public WorkSource {
         continue;
       }
       if (!idle) break;
+      if (spin_until == std::chrono::steady_clock::time_point{}) {
+        spin_until = std::chrono::steady_clock::now() + options->idle_spin;
+      }
+      if (SpinForWork(spin_until)) continue;
       mu.AwaitWithTimeout(absl::Condition(this, &Lane::HasWork), absl::Seconds(1));
     }
     mu.Unlock();
     return nullptr;
+  }
+
+  // Polls `wakes` with mu released until it changes (true) or `until` passes (false).
+  bool SpinForWork(std::chrono::steady_clock::time_point until) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    const uint64_t seen = wakes.load();
+    mu.Unlock();
+    bool woken = false;
+    for (int i = 0;; ++i) {
+      if (wakes.load() != seen) {
+        woken = true;
+        break;
+      }
+      // The clock is read every 64 polls: reading it costs more than a poll.
+      if (i % 64 == 63 && std::chrono::steady_clock::now() >= until) break;
+      CpuRelax();
+    }
+    mu.Lock();
+    return woken;
   }
 
   void Finished(WorkItemPtr item, absl::StatusOr<std::vector<engine::Image>> result) override {
@@ -264,6 +302,7 @@ void Scheduler::Stop(std::chrono::milliseconds grace) {
   for (auto& [name, lane] : lanes_) {
     absl::MutexLock lock(&lane->mu);
     lane->stopping = true;
+    ++lane->wakes;
   }
   for (auto& [name, lane] : lanes_) {
     for (auto& r : lane->replicas) {
@@ -337,6 +376,7 @@ absl::Status Scheduler::SubmitSync(WorkItemPtr item, int64_t deadline_ms) {
   ++lane.waiting_sync;
   lane.held[item->id] = item;
   lane.pending.Push(std::move(item));
+  ++lane.wakes;
   return absl::OkStatus();
 }
 
@@ -380,6 +420,7 @@ void Scheduler::NotifyQueued(const std::string& model) {
   if (it == lanes_.end()) return;
   absl::MutexLock lock(&it->second->mu);
   it->second->durable_hint = true;
+  ++it->second->wakes;
 }
 
 absl::Status Scheduler::SetTenantWeights(const std::map<std::string, double>& weights) {
@@ -485,6 +526,7 @@ void Scheduler::Maintain() {
           if (item->klass != queue::PriorityClass::kInteractive) leased.push_back(item);
         }
         lane->durable_hint = true;  // cheap re-check; also catches jobs requeued elsewhere
+        ++lane->wakes;
       }
       for (const WorkItemPtr& item : leased) {
         absl::Status s = queue_->Heartbeat(item->id, options_.worker_id, options_.lease.count(),

@@ -37,10 +37,14 @@ struct SchedulerOptions {
   std::string worker_id = "embedded";
   std::chrono::milliseconds lease{30000};
   std::chrono::milliseconds maintenance_interval{1000};
-  int max_queued_sync = 64;             // per model: waiting sync requests
-  int max_queued_jobs = 10000;          // per model: queued async and batch jobs
-  int max_batch_rows = 0;               // 0: each model's max_batch
-  bool request_level = false;           // benchmark baseline (see ReplicaOptions)
+  int max_queued_sync = 64;     // per model: waiting sync requests
+  int max_queued_jobs = 10000;  // per model: queued async and batch jobs
+  int max_batch_rows = 0;       // 0: each model's max_batch
+  bool request_level = false;   // benchmark baseline (see ReplicaOptions)
+  // An idle replica polls its queue this long before it sleeps, so that a request arriving
+  // soon after the last one starts without a thread wake-up (tens to hundreds of microseconds
+  // on a VM). Costs up to this much of one core each time a replica runs out of work; 0 = never.
+  std::chrono::microseconds idle_spin{200};
   obs::KilnMetrics* metrics = nullptr;  // optional
   obs::Tracer* tracer = nullptr;        // optional
 };

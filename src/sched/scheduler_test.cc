@@ -167,6 +167,20 @@ TEST_F(SchedulerTest, AdmissionRejectsUnreachableDeadlinesAndFullQueues) {
   waiting->done.WaitForNotification();
 }
 
+// An idle replica polls for work before it sleeps. With a poll window far longer than any test,
+// new work and the stop must still end the poll (a missed wake-up would hang here).
+TEST_F(SchedulerTest, AnIdleReplicaPollingForWorkStillSeesNewWorkAndTheStop) {
+  SchedulerOptions o;
+  o.idle_spin = std::chrono::hours(1);
+  auto s = Make(o);
+  for (int i = 0; i < 3; ++i) {
+    auto out = Submit(*s, "r" + std::to_string(i), Request(2, i));
+    out->done.WaitForNotification();
+    EXPECT_TRUE(out->images.ok()) << out->images.status();
+  }
+  s->Stop(std::chrono::seconds(0));
+}
+
 // Batching a seeded request with different neighbours (other seeds, samplers, step counts)
 // changes the denoiser's batch shape; on the CPU this can move results by float rounding.
 // This measures that noise against the same request run alone, and bounds it.

@@ -1,0 +1,136 @@
+#include "http/server.h"
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <future>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "http/router.h"
+
+namespace kiln::http {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
+
+Response Text(int status, std::string body) {
+  Response r;
+  r.status = status;
+  r.content_type = "text/plain";
+  r.body = std::move(body);
+  return r;
+}
+
+// A body whose every byte depends on its offset, so that a reordered or lost piece shows.
+std::string Pattern(size_t n) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + (i * 7 + i / 4096) % 26);
+  return s;
+}
+
+// Answers /defer/{size} from a thread of its own (as a replica answers a generation), and
+// reports when that thread's call to the responder returned.
+class DeferringServer {
+ public:
+  DeferringServer() {
+    router_.Add("GET", "/defer/{size}", [this](const Request&, const PathParams& p) {
+      const size_t size = std::stoul(p.at("size"));
+      Response r;
+      r.deferred = [this, size](Responder respond) {
+        std::thread([this, size, respond] {
+          respond(Text(200, Pattern(size)));
+          std::lock_guard<std::mutex> lock(mu_);
+          answered_.back().set_value();
+        }).detach();
+      };
+      return r;
+    });
+    ServerOptions options;
+    options.port = 0;
+    server_ = std::move(*Server::Start(options, router_));
+  }
+  ~DeferringServer() { server_->Shutdown(std::chrono::seconds(5)); }
+
+  uint16_t port() const { return server_->port(); }
+  // Ready when the responder of the next deferred request has returned.
+  std::future<void> NextAnswer() {
+    std::lock_guard<std::mutex> lock(mu_);
+    answered_.emplace_back();
+    return answered_.back().get_future();
+  }
+
+ private:
+  Router router_{Text};
+  std::unique_ptr<Server> server_;
+  std::mutex mu_;
+  std::vector<std::promise<void>> answered_;
+};
+
+class Client {
+ public:
+  // `receive_buffer`: the socket's SO_RCVBUF (0 = the system's), set before connecting.
+  Client(uint16_t port, int receive_buffer = 0) : socket_(ioc_) {
+    socket_.open(asio::ip::tcp::v4());
+    if (receive_buffer > 0) {
+      socket_.set_option(asio::socket_base::receive_buffer_size(receive_buffer));
+    }
+    socket_.connect({asio::ip::make_address("127.0.0.1"), port});
+  }
+  void Send(const std::string& target) {
+    bhttp::request<bhttp::empty_body> req(bhttp::verb::get, target, 11);
+    req.set(bhttp::field::host, "127.0.0.1");
+    bhttp::write(socket_, req);
+  }
+  bhttp::response<bhttp::string_body> Receive() {
+    bhttp::response_parser<bhttp::string_body> parser;
+    parser.body_limit(64 << 20);
+    bhttp::read(socket_, buffer_, parser);
+    return parser.release();
+  }
+
+ private:
+  asio::io_context ioc_;
+  asio::ip::tcp::socket socket_;
+  beast::flat_buffer buffer_;
+};
+
+TEST(ServerTest, AnswersFromAnotherThreadKeepTheConnectionAlive) {
+  DeferringServer server;
+  Client client(server.port());
+  for (size_t size : {0, 10, 5000, 70000}) {
+    auto answered = server.NextAnswer();
+    client.Send("/defer/" + std::to_string(size));
+    auto res = client.Receive();
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res.body(), Pattern(size)) << size;
+    EXPECT_TRUE(res.keep_alive());
+    answered.wait();
+  }
+}
+
+// The answering thread writes what the socket takes and hands the rest to the I/O threads: a
+// client that does not read must not hold it (it would hold a replica's whole batch).
+TEST(ServerTest, ALargeAnswerToAClientThatDoesNotReadDoesNotBlockTheAnsweringThread) {
+  DeferringServer server;
+  Client client(server.port(), /*receive_buffer=*/4096);
+  constexpr size_t kSize = 24 << 20;  // far more than the socket buffers hold
+  auto answered = server.NextAnswer();
+  client.Send("/defer/" + std::to_string(kSize));
+  // Nothing has been read yet, so a blocking write could never return.
+  ASSERT_EQ(answered.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  auto res = client.Receive();
+  EXPECT_EQ(res.result_int(), 200);
+  ASSERT_EQ(res.body().size(), kSize);
+  EXPECT_TRUE(res.body() == Pattern(kSize));
+  // The connection goes on.
+  auto again = server.NextAnswer();
+  client.Send("/defer/3");
+  EXPECT_EQ(client.Receive().body(), Pattern(3));
+  again.wait();
+}
+
+}  // namespace
+}  // namespace kiln::http
