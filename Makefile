@@ -63,7 +63,7 @@ bench: build test-models
 
 # Serving overhead: kiln vs FastAPI + uvicorn + PyTorch on the identity model (docs/benchmarks.md).
 bench-overhead: build test-models
-	cmake --build $(BUILD_DIR) --target kiln_bench_http_load
+	cmake --build $(BUILD_DIR) --target kiln_bench_http_load kiln_bench_null_server
 	bash bench/overhead.sh
 
 # PNG encoding cost by zlib settings (docs/benchmarks.md).

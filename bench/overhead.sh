@@ -3,11 +3,16 @@
 # serve the same model, test-identity, whose denoiser returns its input, so what is timed is the
 # serving path (HTTP, parsing, scheduling, tokenizer, text encoder, sampler loop, PNG, base64).
 # Both get the same request from the same closed-loop client (http_load), one server at a time,
-# on 127.0.0.1 only, and the script prints a markdown table with the ratios.
+# on 127.0.0.1 only, and the script prints a markdown table with the ratios. The machine's speed
+# drifts, so the servers take turns for --rounds rounds and the table shows medians.
+# A third server sets the floor: bench/null_server.cc answers every request with the bytes Kiln
+# answered and does nothing else, so the client's figures against it are what loopback, the
+# kernel and the client cost on this machine. Kiln's p50 minus the floor's is Kiln's own share.
 #
 # Usage: bench/overhead.sh [--kiln build/kiln] [--load build/kiln_bench_http_load]
-#          [--client http_load|loadtest] [--models build/test-models] [--python /usr/bin/python3]
-#          [--requests 5000] [--concurrency 8] [--warmup 200]
+#          [--null build/kiln_bench_null_server] [--client http_load|loadtest]
+#          [--models build/test-models] [--python /usr/bin/python3]
+#          [--requests 5000] [--concurrency 8] [--warmup 200] [--rounds 3]
 # --client loadtest drives both servers with `kiln loadtest` (the user-facing load tester)
 # instead of the minimal benchmark client. The models folder comes from `make test-models`.
 set -euo pipefail
@@ -15,28 +20,32 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 KILN=build/kiln
 LOAD=build/kiln_bench_http_load
+NULL_SERVER=build/kiln_bench_null_server
 MODELS=build/test-models
 PYTHON=/usr/bin/python3
 REQUESTS=5000
 CONCURRENCY=8
 WARMUP=200
+ROUNDS=3
 MODEL=test-identity
 READY_TIMEOUT_S=60
 
 CLIENT=http_load
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 while [[ $# -gt 0 ]]; do
   [[ $# -ge 2 ]] || usage
   case "$1" in
     --kiln) KILN=$2 ;;
     --load) LOAD=$2 ;;
+    --null) NULL_SERVER=$2 ;;
     --client) CLIENT=$2 ;;
     --models) MODELS=$2 ;;
     --python) PYTHON=$2 ;;
     --requests) REQUESTS=$2 ;;
     --concurrency) CONCURRENCY=$2 ;;
     --warmup) WARMUP=$2 ;;
+    --rounds) ROUNDS=$2 ;;
     *) usage ;;
   esac
   shift 2
@@ -47,6 +56,7 @@ die() { echo "overhead.sh: $*" >&2; exit 1; }
 [[ $CLIENT == http_load || $CLIENT == loadtest ]] || die "--client must be http_load or loadtest"
 [[ $CLIENT == loadtest || -x $LOAD ]] ||
   die "no load generator at $LOAD (build the kiln_bench_http_load target)"
+[[ -x $NULL_SERVER ]] || die "no null server at $NULL_SERVER (build the kiln_bench_null_server target)"
 [[ -f $MODELS/$MODEL/model.yaml ]] || die "no $MODELS/$MODEL (make test-models)"
 "$PYTHON" -c 'import fastapi, uvicorn, torch, PIL, yaml' 2>/dev/null ||
   die "$PYTHON lacks the peer's modules (apt-get install python3-fastapi python3-uvicorn python3-pil)"
@@ -119,47 +129,94 @@ print(json.dumps({"requests": r["sent"], "ok": r["ok"], "non_200": r["failed"], 
 mkdir -p "$WORK/models" "$WORK/data"
 ln -s "$(cd "$MODELS/$MODEL" && pwd)" "$WORK/models/$MODEL"
 
-PORT=$(free_port)
-"$KILN" serve --host 127.0.0.1 --port "$PORT" --models "$WORK/models" --data "$WORK/data" \
-  --threads 1 ${KILN_ARGS:-} >"$WORK/kiln.log" 2>&1 &
-KILN_PID=$!
-PIDS+=("$KILN_PID")
-wait_ready "$KILN_PID" "http://127.0.0.1:$PORT/healthz" "$WORK/kiln.log"
-wait_ready "$KILN_PID" "http://127.0.0.1:$PORT/readyz" "$WORK/kiln.log"
-echo "kiln: 127.0.0.1:$PORT, $REQUESTS requests at concurrency $CONCURRENCY (warm-up $WARMUP)" >&2
-load "$PORT" "$WORK/kiln.json"
-stop "$KILN_PID"
+# run_kiln R / run_peer R / run_null R: one server, started, loaded, stopped; round R's report.
+run_kiln() {
+  local port
+  port=$(free_port)
+  rm -rf "$WORK/data"
+  "$KILN" serve --host 127.0.0.1 --port "$port" --models "$WORK/models" --data "$WORK/data" \
+    --threads 1 ${KILN_ARGS:-} >"$WORK/kiln.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  wait_ready "$pid" "http://127.0.0.1:$port/healthz" "$WORK/kiln.log"
+  wait_ready "$pid" "http://127.0.0.1:$port/readyz" "$WORK/kiln.log"
+  echo "round $1 kiln: 127.0.0.1:$port, $REQUESTS requests at concurrency $CONCURRENCY" >&2
+  if [[ ! -s $WORK/answer.json ]]; then
+    curl -sf -o "$WORK/answer.json" -H 'Content-Type: application/json' -d "$BODY" \
+      "http://127.0.0.1:$port$PATH_" || die "kiln did not answer the benchmark request"
+  fi
+  load "$port" "$WORK/kiln.$1.json"
+  stop "$pid"
+}
+run_peer() {
+  local port
+  port=$(free_port)
+  "$PYTHON" "$ROOT/bench/peer/identity_server.py" --model-dir "$MODELS/$MODEL" \
+    --host 127.0.0.1 --port "$port" --threads 1 >"$WORK/peer.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  wait_ready "$pid" "http://127.0.0.1:$port/healthz" "$WORK/peer.log"
+  echo "round $1 peer: 127.0.0.1:$port" >&2
+  load "$port" "$WORK/peer.$1.json"
+  stop "$pid"
+}
+run_null() {
+  local port
+  port=$(free_port)
+  "$NULL_SERVER" --port "$port" --body "$WORK/answer.json" >"$WORK/null.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  wait_ready "$pid" "http://127.0.0.1:$port/healthz" "$WORK/null.log"
+  echo "round $1 null server: 127.0.0.1:$port" >&2
+  load "$port" "$WORK/null.$1.json"
+  stop "$pid"
+}
 
-PORT=$(free_port)
-"$PYTHON" "$ROOT/bench/peer/identity_server.py" --model-dir "$MODELS/$MODEL" --host 127.0.0.1 \
-  --port "$PORT" --threads 1 >"$WORK/peer.log" 2>&1 &
-PEER_PID=$!
-PIDS+=("$PEER_PID")
-wait_ready "$PEER_PID" "http://127.0.0.1:$PORT/healthz" "$WORK/peer.log"
-echo "peer: 127.0.0.1:$PORT, $REQUESTS requests at concurrency $CONCURRENCY (warm-up $WARMUP)" >&2
-load "$PORT" "$WORK/peer.json"
-stop "$PEER_PID"
+# The machine's speed drifts (it is shared), so the servers take turns, round after round, and
+# the table shows each figure's median over the rounds.
+for ((round = 1; round <= ROUNDS; round++)); do
+  run_kiln "$round"
+  run_peer "$round"
+  run_null "$round"
+done
 
-CLIENT=$CLIENT "$PYTHON" - "$WORK/kiln.json" "$WORK/peer.json" "$CONCURRENCY" "$REQUESTS" <<'EOF'
+CLIENT=$CLIENT "$PYTHON" - "$WORK" "$ROUNDS" "$CONCURRENCY" "$REQUESTS" <<'EOF'
 import json
 import os
+import statistics
 import sys
 
-kiln, peer = (json.load(open(p)) for p in sys.argv[1:3])
-concurrency, requests = sys.argv[3], sys.argv[4]
-print(f"System overhead ({os.environ.get('CLIENT', 'http_load')} client): {os.cpu_count()} CPUs, test-identity 32x32, steps 1, guidance 1.0, "
-      f"{requests} requests at concurrency {concurrency}, torch threads 1\n")
+work, rounds, concurrency, requests = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+runs = {name: [json.load(open(f"{work}/{name}.{r}.json")) for r in range(1, rounds + 1)]
+        for name in ("kiln", "peer", "null")}
+
+
+def median(name, key):
+    return statistics.median(r[key] for r in runs[name])
+
+
+print(f"System overhead ({os.environ.get('CLIENT', 'http_load')} client): {os.cpu_count()} CPUs, "
+      f"test-identity 32x32, steps 1, guidance 1.0, {requests} requests at concurrency "
+      f"{concurrency}, torch threads 1; medians of {rounds} rounds (servers take turns)\n")
 print("| server | ok / requests | failed | rps | p50 ms | p90 ms | p99 ms |")
 print("|---|---:|---:|---:|---:|---:|---:|")
-for name, r in (("Kiln", kiln), ("FastAPI + uvicorn + PyTorch", peer)):
-    failed = r["non_200"] + r["errors"]
-    print(f"| {name} | {r['ok']} / {r['requests']} | {failed} | {r['rps']:.1f} | "
-          f"{r['p50_us'] / 1e3:.2f} | {r['p90_us'] / 1e3:.2f} | {r['p99_us'] / 1e3:.2f} |")
-ratio = kiln["rps"] / peer["rps"] if peer["rps"] else float("nan")
-diff = (peer["p50_us"] - kiln["p50_us"]) / 1e3
-print(f"\nKiln / peer throughput: {ratio:.2f}x; p50: Kiln {kiln['p50_us'] / 1e3:.2f} ms, "
-      f"peer {peer['p50_us'] / 1e3:.2f} ms (peer - Kiln = {diff:+.2f} ms)")
-if any(r["ok"] != r["requests"] for r in (kiln, peer)):
+for name, label in (("kiln", "Kiln"), ("peer", "FastAPI + uvicorn + PyTorch"),
+                    ("null", "null server (the floor)")):
+    ok = sum(r["ok"] for r in runs[name])
+    sent = sum(r["requests"] for r in runs[name])
+    failed = sum(r["non_200"] + r["errors"] for r in runs[name])
+    print(f"| {label} | {ok} / {sent} | {failed} | {median(name, 'rps'):.1f} | "
+          f"{median(name, 'p50_us') / 1e3:.3f} | {median(name, 'p90_us') / 1e3:.3f} | "
+          f"{median(name, 'p99_us') / 1e3:.3f} |")
+ratios = [k["rps"] / p["rps"] for k, p in zip(runs["kiln"], runs["peer"]) if p["rps"]]
+above = [k["p50_us"] - n["p50_us"] for k, n in zip(runs["kiln"], runs["null"])]
+print(f"\nKiln / peer throughput, per round: {', '.join(f'{x:.2f}x' for x in ratios)} "
+      f"(median {statistics.median(ratios):.2f}x)")
+print(f"p50 medians: Kiln {median('kiln', 'p50_us'):.0f} us, "
+      f"peer {median('peer', 'p50_us'):.0f} us, floor {median('null', 'p50_us'):.0f} us")
+print(f"Kiln's p50 above the floor, per round: {', '.join(f'{x:.0f}' for x in above)} us "
+      f"(median {statistics.median(above):.0f} us)")
+if any(r["ok"] != r["requests"] for rs in runs.values() for r in rs):
     print("\nWARNING: some requests failed; the numbers above are not comparable.")
     sys.exit(1)
 EOF

@@ -16,9 +16,10 @@ namespace {
 
 struct Setting {
   const char* name;
-  int level;      // -1: libpng's default (zlib level 6)
-  int filter;     // 0: libpng's default (adaptive)
-  int mem_level;  // 0: default (8)
+  int level;          // -1: libpng's default (zlib level 6)
+  int filter;         // 0: libpng's default (adaptive)
+  int mem_level;      // 0: default (8)
+  int strategy = -1;  // -1: default (Z_FILTERED with a filter, else Z_DEFAULT_STRATEGY)
 };
 
 void Write(png_structp p, png_bytep d, png_size_t n) {
@@ -36,6 +37,7 @@ size_t Encode(const std::vector<unsigned char>& rgb, int w, int h, const Setting
   if (s.level >= 0) png_set_compression_level(png, s.level);
   if (s.filter) png_set_filter(png, PNG_FILTER_TYPE_BASE, s.filter);
   if (s.mem_level) png_set_compression_mem_level(png, s.mem_level);
+  if (s.strategy >= 0) png_set_compression_strategy(png, s.strategy);
   png_write_info(png, info);
   std::vector<png_bytep> rows(static_cast<size_t>(h));
   for (int y = 0; y < h; ++y) {
@@ -55,7 +57,9 @@ int main() {
       {"libpng default (level 6, adaptive filter)", -1, 0, 0},
       {"level 1, adaptive filter", 1, 0, 0},
       {"level 1, Sub filter", 1, PNG_FILTER_SUB, 0},
-      {"level 1, Sub filter, memLevel 4 (Kiln, images <= 256 KiB)", 1, PNG_FILTER_SUB, 4},
+      {"level 1, Sub filter, memLevel 4", 1, PNG_FILTER_SUB, 4},
+      {"level 1, Sub filter, memLevel 4, RLE", 1, PNG_FILTER_SUB, 4, Z_RLE},
+      {"level 1, Sub filter, memLevel 4, Huffman only", 1, PNG_FILTER_SUB, 4, Z_HUFFMAN_ONLY},
   };
   std::mt19937 rng(1);
   printf(
