@@ -34,7 +34,8 @@ class TorchGeneration final : public Generation {
   double image_guidance_scale = 1.0;
   torch::Tensor x;                        // [n, C, h, w] in sigma space
   torch::Tensor hidden;                   // [1, T, D] prompt
-  torch::Tensor hidden_neg;               // [1, T, D] negative (or empty) prompt
+  torch::Tensor hidden_neg;               // [1, T, D] negative (or empty) prompt; undefined
+                                          // without guidance (GuidanceMode::kNone)
   torch::Tensor image_cond;               // [1, C', h, w]; zeros for text-to-image
   std::vector<at::Generator> generators;  // one per image, seeded seed + i
   torch::Tensor denoised;                 // the last step's estimate of x0, for previews

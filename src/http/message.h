@@ -44,7 +44,9 @@ class ChunkSource {
 };
 
 struct Response;
-// Sends the final response of a deferred request; call exactly once, from any thread.
+// Sends the final response of a deferred request; call exactly once, from any thread, before the
+// Server is destroyed. The calling thread writes the response itself, as far as the socket takes
+// it without blocking.
 using Responder = std::function<void(Response)>;
 
 struct Response {

@@ -199,10 +199,15 @@ class Session : public std::enable_shared_from_this<Session> {
   };
 
   // After a counted response went out: the next request, or close.
+  // The request leaves in_flight last: Server::Shutdown waits for that count, and this may run
+  // off the I/O threads, so nothing here may touch the server after it.
   void Written(beast::error_code ec, const Outgoing& out) {
+    if (ec || !out.keep) {
+      Close();
+    } else {
+      Read();
+    }
     --server_->in_flight;
-    if (ec || !out.keep) return Close();
-    Read();
   }
 
   // Tells the observer about the request being answered.

@@ -25,7 +25,8 @@ struct RequestRecord {
   std::chrono::nanoseconds elapsed{0};          // from start until the response was ready
 };
 // Called on the thread that answers the request (an I/O thread, a handler thread, or whichever
-// thread ran a deferred response); must not block.
+// thread ran a deferred response: for a small sync generation, a replica's step loop); must
+// not block, and should be cheap.
 using RequestObserver = std::function<void(const RequestRecord&)>;
 
 struct ServerOptions {

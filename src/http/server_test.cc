@@ -3,6 +3,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <deque>
 #include <future>
 #include <thread>
 
@@ -40,11 +41,13 @@ class DeferringServer {
       const size_t size = std::stoul(p.at("size"));
       Response r;
       r.deferred = [this, size](Responder respond) {
-        std::thread([this, size, respond] {
+        std::lock_guard<std::mutex> lock(mu_);
+        std::promise<void>* answered = &answered_.back();
+        answerers_.emplace_back([size, respond = std::move(respond), answered]() mutable {
           respond(Text(200, Pattern(size)));
-          std::lock_guard<std::mutex> lock(mu_);
-          answered_.back().set_value();
-        }).detach();
+          respond = nullptr;  // it holds the connection
+          answered->set_value();
+        });
       };
       return r;
     });
@@ -52,7 +55,10 @@ class DeferringServer {
     options.port = 0;
     server_ = std::move(*Server::Start(options, router_));
   }
-  ~DeferringServer() { server_->Shutdown(std::chrono::seconds(5)); }
+  ~DeferringServer() {
+    for (std::thread& t : answerers_) t.join();  // responders run before the server goes
+    server_->Shutdown(std::chrono::seconds(5));
+  }
 
   uint16_t port() const { return server_->port(); }
   // Ready when the responder of the next deferred request has returned.
@@ -66,7 +72,8 @@ class DeferringServer {
   Router router_{Text};
   std::unique_ptr<Server> server_;
   std::mutex mu_;
-  std::vector<std::promise<void>> answered_;
+  std::deque<std::promise<void>> answered_;  // a deque: the answering threads hold pointers
+  std::vector<std::thread> answerers_;
 };
 
 class Client {

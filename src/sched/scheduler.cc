@@ -139,6 +139,7 @@ struct Scheduler::Lane final : public WorkSource {
         }
         mu.Lock();
         claiming = false;
+        ++wakes;  // another idle replica may take what was loaded
         if (!jobs.ok() || static_cast<int>(jobs->size()) < want) durable_hint = false;
         for (WorkItemPtr& item : loaded) {
           item->rows = item->request.n * engine::RowsPerImage(item->request);
@@ -226,6 +227,15 @@ struct Scheduler::Lane final : public WorkSource {
       }
       KILN_RETURN_IF_ERROR(pipeline.Finish(*gen).status());
       if (n == 1 && max_rows / engine::RowsPerImage(r) <= 1) break;
+    }
+    // Without guidance a request encodes one prompt and brings one row per image: shapes the
+    // runs above may not have used, and TorchScript specialises on first use.
+    if (r.guidance_scale != 1.0) {
+      r.n = 1;
+      r.guidance_scale = 1.0;
+      KILN_ASSIGN_OR_RETURN(auto gen, pipeline.Start(r));
+      engine::Generation* batch[] = {gen.get()};
+      KILN_RETURN_IF_ERROR(pipeline.Step(batch));
     }
     return absl::OkStatus();
   }
