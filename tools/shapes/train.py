@@ -66,6 +66,8 @@ def main():
     ap.add_argument("--ckpt-every", type=int, default=500)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--edit-frac", type=float, default=0.45, help="share of edit samples")
+    ap.add_argument("--init", help="a fresh run starts from this exported model folder's weights "
+                    "(fine-tuning) instead of random ones")
     ap.add_argument("--time-budget", type=float, default=0,
                     help="seconds; after 200 steps, cut --iters so training ends within it")
     args = ap.parse_args()
@@ -77,6 +79,11 @@ def main():
     dev = torch.device(args.device)
     te = M.TextEncoder(len(vocab)).to(dev)
     dn = M.Denoiser().to(dev)
+    if args.init and not os.path.exists(os.path.join(args.out, "ckpt.pt")):
+        # The exported TorchScript modules carry the same parameter names as the eager ones.
+        te.load_state_dict(torch.jit.load(os.path.join(args.init, "text_encoder.pt")).state_dict())
+        dn.load_state_dict(torch.jit.load(os.path.join(args.init, "denoiser.pt")).state_dict())
+        print(f"initialised from {args.init}", flush=True)
     params = list(te.parameters()) + list(dn.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     ema_te, ema_dn = copy.deepcopy(te), copy.deepcopy(dn)
