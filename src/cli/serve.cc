@@ -8,7 +8,6 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -20,6 +19,8 @@
 #include <thread>
 #include <tuple>
 
+#include "absl/cleanup/cleanup.h"
+#include "absl/synchronization/mutex.h"
 #include "api/handlers.h"
 #include "api/routes.h"
 #include "cli/commands.h"
@@ -302,9 +303,13 @@ int RunServe(ServeOptions o) {
     return 1;
   }
 
-  // The broker's thread calls these; they are set once the scheduler and job service exist.
-  std::atomic<sched::Scheduler*> scheduler_ref{nullptr};
-  std::atomic<sched::JobService*> jobs_ref{nullptr};
+  // The broker's thread calls into these once the scheduler and job service exist. The mutex
+  // makes clearing them at shutdown wait for a call in progress, so that none outlives them.
+  struct BrokerTargets {
+    absl::Mutex mu;
+    sched::Scheduler* scheduler ABSL_GUARDED_BY(mu) = nullptr;
+    sched::JobService* jobs ABSL_GUARDED_BY(mu) = nullptr;
+  } targets;
   const std::string queue_url =
       o.queue.empty() ? "sqlite://" + (data / "queue.db").string() : o.queue;
   queue::QueueOptions qo;
@@ -321,12 +326,14 @@ int RunServe(ServeOptions o) {
     qo.prefetch = o.prefetch > 0 ? o.prefetch : max_batch;
     qo.delivery_limit = o.delivery_limit;
     qo.handle_dead_letters = !worker;
-    qo.on_available = [&scheduler_ref](const std::string& model) {
-      if (sched::Scheduler* s = scheduler_ref.load()) s->NotifyQueued(model);
+    qo.on_available = [&targets](const std::string& model) {
+      absl::MutexLock lock(&targets.mu);
+      if (targets.scheduler) targets.scheduler->NotifyQueued(model);
     };
     if (!worker) {
-      qo.on_event = [&jobs_ref](const std::string& id, const std::string& event) {
-        if (sched::JobService* j = jobs_ref.load()) j->Received(id, event);
+      qo.on_event = [&targets](const std::string& id, const std::string& event) {
+        absl::MutexLock lock(&targets.mu);
+        if (targets.jobs) targets.jobs->Received(id, event);
       };
     }
   }
@@ -406,8 +413,17 @@ int RunServe(ServeOptions o) {
     log::Info("tenant weights set", {{"tenants", o.tenant_weights.size()}});
   }
   jobs.ResendPendingWebhooks();
-  scheduler_ref = &scheduler;
-  jobs_ref = &jobs;
+  {
+    absl::MutexLock lock(&targets.mu);
+    targets.scheduler = &scheduler;
+    targets.jobs = &jobs;
+  }
+  // On every way out, before the scheduler and the job service are destroyed.
+  absl::Cleanup clear_targets = [&targets] {
+    absl::MutexLock lock(&targets.mu);
+    targets.scheduler = nullptr;
+    targets.jobs = nullptr;
+  };
 
   api::ApiContext context;
   context.models = models->get();
@@ -537,8 +553,6 @@ int RunServe(ServeOptions o) {
   (*server)->Shutdown(std::chrono::seconds(grace));
   scheduler.Stop(std::chrono::seconds(grace));
   webhooks.Stop();
-  scheduler_ref = nullptr;
-  jobs_ref = nullptr;
   log::Info("stopped");
   if (lock_fd >= 0) ::close(lock_fd);
   return 0;
