@@ -32,36 +32,22 @@ Histogram::Snapshot Histogram::Read() const {
 
 Family<Counter>& Registry::AddCounter(std::string name, std::string help,
                                       std::vector<std::string> label_names) {
-  absl::MutexLock lock(&mu_);
-  Entry e{MetricType::kCounter, {}, {}, {}};
-  e.counter =
-      std::make_unique<Family<Counter>>(std::move(name), std::move(help), std::move(label_names),
-                                        [] { return std::make_unique<Counter>(); });
-  entries_.push_back(std::move(e));
-  return *entries_.back().counter;
+  return Add(MetricType::kCounter, &Entry::counter, std::move(name), std::move(help),
+             std::move(label_names), [] { return std::make_unique<Counter>(); });
 }
 
 Family<Gauge>& Registry::AddGauge(std::string name, std::string help,
                                   std::vector<std::string> label_names) {
-  absl::MutexLock lock(&mu_);
-  Entry e{MetricType::kGauge, {}, {}, {}};
-  e.gauge =
-      std::make_unique<Family<Gauge>>(std::move(name), std::move(help), std::move(label_names),
-                                      [] { return std::make_unique<Gauge>(); });
-  entries_.push_back(std::move(e));
-  return *entries_.back().gauge;
+  return Add(MetricType::kGauge, &Entry::gauge, std::move(name), std::move(help),
+             std::move(label_names), [] { return std::make_unique<Gauge>(); });
 }
 
 Family<Histogram>& Registry::AddHistogram(std::string name, std::string help,
                                           std::vector<std::string> label_names,
                                           std::vector<double> bounds) {
-  absl::MutexLock lock(&mu_);
-  Entry e{MetricType::kHistogram, {}, {}, {}};
-  e.histogram = std::make_unique<Family<Histogram>>(
-      std::move(name), std::move(help), std::move(label_names),
-      [bounds = std::move(bounds)] { return std::make_unique<Histogram>(bounds); });
-  entries_.push_back(std::move(e));
-  return *entries_.back().histogram;
+  return Add(MetricType::kHistogram, &Entry::histogram, std::move(name), std::move(help),
+             std::move(label_names),
+             [bounds = std::move(bounds)] { return std::make_unique<Histogram>(bounds); });
 }
 
 void Registry::AddCollector(std::function<void()> collect) {

@@ -124,6 +124,18 @@ class Registry {
     std::unique_ptr<Family<Gauge>> gauge;
     std::unique_ptr<Family<Histogram>> histogram;
   };
+  // Adds a family of `type` in `slot` of a new entry, making its series with `make`.
+  template <typename T, typename Make>
+  Family<T>& Add(MetricType type, std::unique_ptr<Family<T>> Entry::*slot, std::string name,
+                 std::string help, std::vector<std::string> label_names, Make make) {
+    absl::MutexLock lock(&mu_);
+    Entry e{type, {}, {}, {}};
+    e.*slot = std::make_unique<Family<T>>(std::move(name), std::move(help), std::move(label_names),
+                                          std::move(make));
+    entries_.push_back(std::move(e));
+    return *(entries_.back().*slot);
+  }
+
   mutable absl::Mutex mu_;
   std::vector<Entry> entries_ ABSL_GUARDED_BY(mu_);
   std::vector<std::function<void()>> collectors_ ABSL_GUARDED_BY(mu_);
