@@ -5,6 +5,7 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "core/strings.h"
 #include "spdlog/sinks/stdout_sinks.h"
 #include "spdlog/spdlog.h"
 
@@ -45,16 +46,27 @@ void Init(Level min_level, bool json) {
   g_json = json;
 }
 
+bool Enabled(Level level) { return static_cast<int>(level) >= g_min_level.load(); }
+
 void Write(Level level, std::string_view message, const nlohmann::json& fields) {
-  if (static_cast<int>(level) < g_min_level.load()) return;
+  if (!Enabled(level)) return;
   std::string ts = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone());
   std::string line;
   if (g_json) {
-    nlohmann::json out = {{"ts", ts}, {"level", LevelName(level)}, {"msg", message}};
-    if (fields.is_object()) {
-      for (const auto& [k, v] : fields.items()) out[k] = v;
+    // {"ts":...,"level":...,"msg":...,<fields>}: the fields object is dumped once and spliced in
+    // (merging it into a new object would copy every field).
+    auto dump = [](const nlohmann::json& j) {
+      return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    };
+    line = StrCat("{\"ts\":\"", ts, "\",\"level\":\"", LevelName(level),
+                  "\",\"msg\":", dump(nlohmann::json(message)));
+    if (fields.is_object() && !fields.empty()) {
+      std::string rest = dump(fields);
+      rest[0] = ',';
+      line += rest;
+    } else {
+      line += '}';
     }
-    line = out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   } else {
     line = ts + " " + LevelName(level) + " " + std::string(message);
     if (fields.is_object() && !fields.empty()) {

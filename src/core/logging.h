@@ -15,6 +15,10 @@ void Init(Level min_level, bool json);
 
 void Write(Level level, std::string_view message, const nlohmann::json& fields = {});
 
+// Whether lines of `level` are written: check it before building the fields of a line on a hot
+// path, since they are built even when the line is not.
+bool Enabled(Level level);
+
 inline void Debug(std::string_view m, const nlohmann::json& f = {}) { Write(Level::kDebug, m, f); }
 inline void Info(std::string_view m, const nlohmann::json& f = {}) { Write(Level::kInfo, m, f); }
 inline void Warn(std::string_view m, const nlohmann::json& f = {}) { Write(Level::kWarn, m, f); }

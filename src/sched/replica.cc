@@ -103,12 +103,14 @@ void Replica::Admit(bool idle) {
       source_->Finished(std::move(item), generation.status());
       continue;
     }
-    log::Debug("generation started", {{"id", item->id},
-                                      {"model", item->model},
-                                      {"replica", index_},
-                                      {"steps", item->request.steps},
-                                      {"n", item->request.n},
-                                      {"batch_rows", running_rows_.load()}});
+    if (log::Enabled(log::Level::kDebug)) {
+      log::Debug("generation started", {{"id", item->id},
+                                        {"model", item->model},
+                                        {"replica", index_},
+                                        {"steps", item->request.steps},
+                                        {"n", item->request.n},
+                                        {"batch_rows", running_rows_.load()}});
+    }
     item->num_steps = (*generation)->num_steps();
     item->step = (*generation)->step();
     const int rows = (*generation)->rows();
