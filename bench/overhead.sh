@@ -129,55 +129,46 @@ print(json.dumps({"requests": r["sent"], "ok": r["ok"], "non_200": r["failed"], 
 mkdir -p "$WORK/models" "$WORK/data"
 ln -s "$(cd "$MODELS/$MODEL" && pwd)" "$WORK/models/$MODEL"
 
-# run_kiln R / run_peer R / run_null R: one server, started, loaded, stopped; round R's report.
-run_kiln() {
-  local port
-  port=$(free_port)
-  rm -rf "$WORK/data"
-  "$KILN" serve --host 127.0.0.1 --port "$port" --models "$WORK/models" --data "$WORK/data" \
-    --threads 1 ${KILN_ARGS:-} >"$WORK/kiln.log" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
-  wait_ready "$pid" "http://127.0.0.1:$port/healthz" "$WORK/kiln.log"
-  wait_ready "$pid" "http://127.0.0.1:$port/readyz" "$WORK/kiln.log"
-  echo "round $1 kiln: 127.0.0.1:$port, $REQUESTS requests at concurrency $CONCURRENCY" >&2
-  if [[ ! -s $WORK/answer.json ]]; then
-    curl -sf -o "$WORK/answer.json" -H 'Content-Type: application/json' -d "$BODY" \
-      "http://127.0.0.1:$port$PATH_" || die "kiln did not answer the benchmark request"
-  fi
-  load "$port" "$WORK/kiln.$1.json"
-  stop "$pid"
+# start_server NAME PORT COMMAND...: runs COMMAND in the background (log: $WORK/NAME.log) until
+# http://127.0.0.1:PORT/healthz answers; sets SERVER_PID.
+start_server() {
+  local name=$1 port=$2
+  shift 2
+  "$@" >"$WORK/$name.log" 2>&1 &
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+  wait_ready "$SERVER_PID" "http://127.0.0.1:$port/healthz" "$WORK/$name.log"
 }
-run_peer() {
-  local port
-  port=$(free_port)
-  "$PYTHON" "$ROOT/bench/peer/identity_server.py" --model-dir "$MODELS/$MODEL" \
-    --host 127.0.0.1 --port "$port" --threads 1 >"$WORK/peer.log" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
-  wait_ready "$pid" "http://127.0.0.1:$port/healthz" "$WORK/peer.log"
-  echo "round $1 peer: 127.0.0.1:$port" >&2
-  load "$port" "$WORK/peer.$1.json"
-  stop "$pid"
-}
-run_null() {
-  local port
-  port=$(free_port)
-  "$NULL_SERVER" --port "$port" --body "$WORK/answer.json" >"$WORK/null.log" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
-  wait_ready "$pid" "http://127.0.0.1:$port/healthz" "$WORK/null.log"
-  echo "round $1 null server: 127.0.0.1:$port" >&2
-  load "$port" "$WORK/null.$1.json"
-  stop "$pid"
+
+# measure NAME ROUND PORT: loads the server started last (round ROUND's report), then stops it.
+measure() {
+  echo "round $2 $1: 127.0.0.1:$3, $REQUESTS requests at concurrency $CONCURRENCY" >&2
+  load "$3" "$WORK/$1.$2.json"
+  stop "$SERVER_PID"
 }
 
 # The machine's speed drifts (it is shared), so the servers take turns, round after round, and
 # the table shows each figure's median over the rounds.
 for ((round = 1; round <= ROUNDS; round++)); do
-  run_kiln "$round"
-  run_peer "$round"
-  run_null "$round"
+  port=$(free_port)
+  rm -rf "$WORK/data"
+  start_server kiln "$port" "$KILN" serve --host 127.0.0.1 --port "$port" \
+    --models "$WORK/models" --data "$WORK/data" --threads 1 ${KILN_ARGS:-}
+  wait_ready "$SERVER_PID" "http://127.0.0.1:$port/readyz" "$WORK/kiln.log"
+  if [[ ! -s $WORK/answer.json ]]; then
+    curl -sf -o "$WORK/answer.json" -H 'Content-Type: application/json' -d "$BODY" \
+      "http://127.0.0.1:$port$PATH_" || die "kiln did not answer the benchmark request"
+  fi
+  measure kiln "$round" "$port"
+
+  port=$(free_port)
+  start_server peer "$port" "$PYTHON" "$ROOT/bench/peer/identity_server.py" \
+    --model-dir "$MODELS/$MODEL" --host 127.0.0.1 --port "$port" --threads 1
+  measure peer "$round" "$port"
+
+  port=$(free_port)
+  start_server null "$port" "$NULL_SERVER" --port "$port" --body "$WORK/answer.json"
+  measure null "$round" "$port"
 done
 
 CLIENT=$CLIENT "$PYTHON" - "$WORK" "$ROUNDS" "$CONCURRENCY" "$REQUESTS" <<'EOF'

@@ -239,9 +239,9 @@ absl::StatusOr<std::unique_ptr<Generation>> Pipeline::Start(const GenerationRequ
   torch::Tensor noise = RowNoise({request.n, c, h, w}, gen->generators);
 
   absl::MutexLock lock(&m.mu);
-  const bool edit = std::holds_alternative<InstructEdit>(request.conditioning);
+  const auto* instruct = std::get_if<InstructEdit>(&request.conditioning);
   gen->guidance_scale = request.guidance_scale;
-  gen->mode = edit                            ? GuidanceMode::kInstructEdit
+  gen->mode = instruct                        ? GuidanceMode::kInstructEdit
               : request.guidance_scale == 1.0 ? GuidanceMode::kNone
                                               : GuidanceMode::kClassifierFree;
   if (gen->mode == GuidanceMode::kNone) {  // the negative prompt would never be used
@@ -255,7 +255,7 @@ absl::StatusOr<std::unique_ptr<Generation>> Pipeline::Start(const GenerationRequ
   gen->image_cond = torch::zeros({1, m.spec.image_cond_channels, h, w},
                                  torch::TensorOptions().dtype(torch::kFloat32).device(m.device));
 
-  if (const auto* instruct = std::get_if<InstructEdit>(&request.conditioning)) {
+  if (instruct) {
     Image src = ResizeBilinear(instruct->image, request.size.width, request.size.height);
     KILN_ASSIGN_OR_RETURN(torch::Tensor cond, m.EncodeImage(src));
     if (cond.size(1) != m.spec.image_cond_channels) {
