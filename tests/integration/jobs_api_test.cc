@@ -425,6 +425,17 @@ TEST(JobsConfig, TenantWeightsFromTheConfigFileReachTheQueue) {
                "--data", (dir / "bad-data").string(), "--port", "0"});
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.output.find("tenant_weights"), std::string::npos) << bad.output;
+  // The idle poll is bounded from the config file as on the command line.
+  std::ofstream(dir / "spin.yaml") << "idle_spin_us: -1\n";
+  CommandResult spin =
+      RunKiln({"serve", "--config", (dir / "spin.yaml").string(), "--models", TestModelsDir(),
+               "--data", (dir / "spin-data").string(), "--port", "0"});
+  EXPECT_NE(spin.exit_code, 0);
+  EXPECT_NE(spin.output.find("idle_spin_us"), std::string::npos) << spin.output;
+  CommandResult spin_flag =
+      RunKiln({"serve", "--idle-spin-us", "100001", "--models", TestModelsDir(), "--port", "0"});
+  EXPECT_NE(spin_flag.exit_code, 0);
+  EXPECT_NE(spin_flag.output.find("--idle-spin-us"), std::string::npos) << spin_flag.output;
 
   ServerProcess server({"--config", (dir / "kiln.yaml").string(), "--models", TestModelsDir(),
                         "--data", (dir / "data").string()});
