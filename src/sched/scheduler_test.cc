@@ -64,6 +64,9 @@ class SchedulerTest : public ::testing::Test {
     item->model = "test-pixel";
     item->cost = *s.EstimateCost("test-pixel", r);
     item->request = std::move(r);
+    // on_done runs on the replica, in completion order: on the two-thread finisher pool two items
+    // finishing close together could record their order swapped.
+    item->inline_done = true;
     item->on_progress = [out](WorkItem&, const engine::Image*) {
       if (!out->progressed.HasBeenNotified()) out->progressed.Notify();
     };
