@@ -145,6 +145,7 @@ absl::StatusOr<WorkItemPtr> JobService::Load(const queue::Job& job) {
   auto item = std::make_shared<WorkItem>();
   // A job handed back by a stopping worker continues from where it was.
   auto checkpoint = store_->Get(CheckpointKey(job.id()));
+  item->may_have_checkpoint = job.attempts > 1;
   if (checkpoint.ok()) {
     item->resume_from = std::move(*checkpoint);
   } else if (!absl::IsNotFound(checkpoint.status())) {
@@ -256,7 +257,11 @@ void JobService::OnDone(WorkItem& item, absl::StatusOr<std::vector<engine::Image
     auto keys = WriteResults(item, *result);
     if (keys.ok()) {
       s = queue_->Complete(item.id, worker, *keys);
-      if (s.ok() && !item.resume_from.empty()) (void)store_->Delete(CheckpointKey(item.id));
+      // A run that lost the job (its lease, or its broker connection) and handed it back late
+      // may have stored a checkpoint while this run went on without it.
+      if (s.ok() && (!item.resume_from.empty() || item.may_have_checkpoint)) {
+        (void)store_->Delete(CheckpointKey(item.id));
+      }
     } else {
       log::Error("storing results failed", {{"job", item.id},
                                             {"trace_id", item.trace.trace_id},
@@ -271,17 +276,26 @@ void JobService::OnDone(WorkItem& item, absl::StatusOr<std::vector<engine::Image
   } else if (absl::IsUnavailable(result.status())) {
     // Handed back at shutdown: another run picks it up without counting an attempt, from the
     // checkpoint when there is one.
+    bool saved = false;
     if (!item.checkpoint.empty()) {
-      absl::Status saved = store_->Put(CheckpointKey(item.id), item.checkpoint);
-      if (saved.ok()) {
+      absl::Status put = store_->Put(CheckpointKey(item.id), item.checkpoint);
+      saved = put.ok();
+      if (saved) {
         log::Info("job checkpointed", {{"job", item.id}, {"step", item.checkpoint_step}});
       } else {
         log::Warn("cannot store a job's checkpoint; it will start over",
-                  {{"job", item.id}, {"error", saved.ToString()}});
+                  {{"job", item.id}, {"error", put.ToString()}});
       }
     }
     s = queue_->Release(item.id, worker);
-    if (s.ok()) log::Info("job handed back", {{"job", item.id}, {"trace_id", item.trace.trace_id}});
+    if (s.ok()) {
+      log::Info("job handed back", {{"job", item.id}, {"trace_id", item.trace.trace_id}});
+    } else {
+      // Not ours any more: another run holds the job (it may even have finished), so this
+      // checkpoint must not outlive it. That run may lose the progress, never the job.
+      if (saved && absl::IsFailedPrecondition(s)) (void)store_->Delete(CheckpointKey(item.id));
+      log::Warn("job not handed back", {{"job", item.id}, {"error", s.ToString()}});
+    }
     return;
   } else {
     log::Error("job failed", {{"job", item.id},

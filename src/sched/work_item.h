@@ -50,6 +50,9 @@ struct WorkItem {
   int resumed_from_step = -1;  // set by the replica when it resumed; -1: started afresh
   std::string checkpoint;
   int checkpoint_step = 0;
+  // Whether an earlier run of this job may have left a checkpoint behind (it was claimed
+  // before): the run that completes it then deletes the checkpoint even if it did not use it.
+  bool may_have_checkpoint = false;
 
   // Set by the fair queue.
   double virtual_finish = 0;

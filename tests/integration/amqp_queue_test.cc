@@ -147,6 +147,29 @@ TEST_F(AmqpQueueTest, ProgressOfAnEarlierAttemptIsNotShown) {
   EXPECT_EQ(seen->step, 0);
 }
 
+TEST_F(AmqpQueueTest, AWorkerWhoseConnectionClosedCannotHandBackTheJobItLost) {
+  Job job = EnqueueAndClaim();
+  ASSERT_FALSE(job.id().empty());
+  // The broker restarts while w1 runs the job: the message goes back to its queue and out again,
+  // here to this consumer, where w2 claims it. (Across processes, w2 may have finished the job by
+  // the time w1 stops; handing back would then set the finished record back to queued.)
+  ForgetDeliveries();
+  ASSERT_TRUE(broker().Restart()) << broker().log();
+  ASSERT_TRUE(AwaitDelivery()) << "the unsettled message was not delivered again";
+  const std::string before = Record(job.id());
+  absl::Status released = queue_->Release(job.id(), "w1");
+  EXPECT_TRUE(absl::IsFailedPrecondition(released)) << released;
+  EXPECT_EQ(Record(job.id()), before) << "a worker wrote the record of a job it no longer holds";
+  auto again = queue_->Claim(model_, 1, "w2", 60000);
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_EQ(again->size(), 1u) << "the job's message was lost";
+  EXPECT_EQ((*again)[0].attempts, 2);
+  ASSERT_EQ(queue_->Complete(job.id(), "w2", {}), absl::OkStatus());
+  auto seen = queue_->Get(job.id());
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  EXPECT_EQ(seen->state, JobState::kSucceeded);
+}
+
 // Polls `done` (a queue's view, which no event announces) until it holds or 30 s pass.
 bool Eventually(const std::function<bool()>& done) {
   const absl::Time until = absl::Now() + absl::Seconds(30);

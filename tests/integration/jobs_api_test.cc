@@ -497,8 +497,9 @@ TEST(JobsRetention, FinishedJobsAndTheirFilesGoAfterTheRetention) {
     return HttpGet(server.url() + "/v1/jobs/" + id).status == 404;
   })) << server.log();
   EXPECT_EQ(HttpGet(png).status, 404);
-  EXPECT_FALSE(std::filesystem::exists(files)) << "the job's folder is left behind";
+  // The record goes first and the files right after it; the log line comes when both are gone.
   EXPECT_TRUE(server.WaitForLog("retention: deleted finished jobs", std::chrono::seconds(5)));
+  EXPECT_FALSE(std::filesystem::exists(files)) << "the job's folder is left behind";
   std::error_code ec;
   std::filesystem::remove_all(data, ec);
 }

@@ -241,7 +241,7 @@ class AmqpJobQueue final : public JobQueue {
   absl::StatusOr<Job> Fail(const std::string& id, const std::string& worker,
                            const std::string& error, const std::string& code,
                            bool retryable) override {
-    KILN_ASSIGN_OR_RETURN(Active a, Take(id));
+    KILN_ASSIGN_OR_RETURN(Active a, TakeLive(id));
     a.job.error = error;
     a.job.error_code = code;
     if (retryable && a.job.attempts < a.job.spec.max_attempts) {
@@ -260,7 +260,7 @@ class AmqpJobQueue final : public JobQueue {
   }
 
   absl::Status Release(const std::string& id, const std::string& worker) override {
-    KILN_ASSIGN_OR_RETURN(Active a, Take(id));
+    KILN_ASSIGN_OR_RETURN(Active a, TakeLive(id));
     a.job.state = JobState::kQueued;
     a.job.attempts = std::max(0, a.job.attempts - 1);  // handing back is not an attempt
     Requeue(a);
@@ -294,7 +294,7 @@ class AmqpJobQueue final : public JobQueue {
   }
 
   absl::Status MarkCancelled(const std::string& id, const std::string& worker) override {
-    KILN_ASSIGN_OR_RETURN(Active a, Take(id));
+    KILN_ASSIGN_OR_RETURN(Active a, TakeLive(id));
     a.job.state = JobState::kCancelled;
     a.job.finished_ms = Now();
     if (absl::Status s = Write(a.job); !s.ok()) {
@@ -526,6 +526,22 @@ class AmqpJobQueue final : public JobQueue {
     }
     Active a = std::move(it->second);
     active_.erase(it);
+    return a;
+  }
+
+  // Take, for the writes that must not land once the job may be another worker's: when the
+  // connection that delivered it broke, the broker gave the message to the next consumer, which
+  // may have run the job to the end already. Requeueing would set that finished record back to
+  // queued (and publish a second message); failing or cancelling would overwrite its result.
+  // Refused, the job stays with whoever holds the redelivered message. (Complete still writes:
+  // its results are the same bytes any run writes, so "succeeded" is true either way.)
+  absl::StatusOr<Active> TakeLive(const std::string& id) {
+    KILN_ASSIGN_OR_RETURN(Active a, Take(id));
+    if (!broker_->Live(a.delivery)) {
+      return absl::FailedPreconditionError(
+          StrCat("job ", id, " went back to the broker when its connection closed; the worker ",
+                 "that holds it now records its end"));
+    }
     return a;
   }
 
