@@ -456,6 +456,10 @@ int RunServe(ServeOptions o) {
     scheduler.Stop(std::chrono::seconds(0));
     return 1;
   }
+  // The signal handlers exist before "listening" tells anyone that the server is up: a SIGTERM
+  // that comes right after it waits for io.run() instead of killing the process.
+  boost::asio::io_context io;
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   log::Info("listening", {{"url", "http://" + o.host + ":" + std::to_string((*server)->port())},
                           {"port", (*server)->port()},
                           {"models", (*models)->entries().size()},
@@ -470,8 +474,6 @@ int RunServe(ServeOptions o) {
                           {"replicas", o.replicas}});
 
   // Wait for a signal (nothing runs inside a signal handler); keep SSE streams alive meanwhile.
-  boost::asio::io_context io;
-  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   boost::asio::steady_timer keepalive(io);
   // Why the process stops: a signal, preemption, or (--exit-when-idle) nothing left to do.
   // Every timer's handler checks it: cancel() cannot stop a handler already queued to run, and

@@ -256,12 +256,13 @@ void JobService::OnDone(WorkItem& item, absl::StatusOr<std::vector<engine::Image
   if (result.ok()) {
     auto keys = WriteResults(item, *result);
     if (keys.ok()) {
-      s = queue_->Complete(item.id, worker, *keys);
-      // A run that lost the job (its lease, or its broker connection) and handed it back late
-      // may have stored a checkpoint while this run went on without it.
-      if (s.ok() && (!item.resume_from.empty() || item.may_have_checkpoint)) {
+      // The checkpoint goes before the job is marked succeeded, so that a succeeded job never
+      // has one. A run that lost the job (its lease, or its broker connection) and handed it
+      // back late may have stored one while this run went on without it.
+      if (!item.resume_from.empty() || item.may_have_checkpoint) {
         (void)store_->Delete(CheckpointKey(item.id));
       }
+      s = queue_->Complete(item.id, worker, *keys);
     } else {
       log::Error("storing results failed", {{"job", item.id},
                                             {"trace_id", item.trace.trace_id},

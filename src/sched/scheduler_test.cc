@@ -54,10 +54,13 @@ class SchedulerTest : public ::testing::Test {
     return r;
   }
 
-  // Submits a sync item; `order` records the ids in completion order.
+  // Submits a sync item; `order` records the ids in completion order. With `hold`, the item's
+  // first progress (on the replica, between two steps) waits for it: what the test submits before
+  // it notifies `hold` is pending at the next step, however slowly the test thread runs.
   std::shared_ptr<Outcome> Submit(Scheduler& s, const std::string& id, engine::GenerationRequest r,
                                   std::vector<std::string>* order = nullptr,
-                                  absl::Status* admission = nullptr, int64_t deadline = 0) {
+                                  absl::Status* admission = nullptr, int64_t deadline = 0,
+                                  const absl::Notification* hold = nullptr) {
     auto out = std::make_shared<Outcome>();
     auto item = std::make_shared<WorkItem>();
     item->id = id;
@@ -67,8 +70,10 @@ class SchedulerTest : public ::testing::Test {
     // on_done runs on the replica, in completion order: on the two-thread finisher pool two items
     // finishing close together could record their order swapped.
     item->inline_done = true;
-    item->on_progress = [out](WorkItem&, const engine::Image*) {
-      if (!out->progressed.HasBeenNotified()) out->progressed.Notify();
+    item->on_progress = [out, hold](WorkItem&, const engine::Image*) {
+      if (out->progressed.HasBeenNotified()) return;
+      out->progressed.Notify();
+      if (hold) hold->WaitForNotification();
     };
     item->on_done = [this, out, order](WorkItem& w,
                                        absl::StatusOr<std::vector<engine::Image>> images) {
@@ -93,9 +98,11 @@ engine::ModelRepository* SchedulerTest::repo_ = nullptr;
 TEST_F(SchedulerTest, AShortRequestOvertakesALongOneWithStepLevelBatching) {
   auto s = Make();
   std::vector<std::string> order;
-  auto long_one = Submit(*s, "long", Request(120, 1), &order);
+  absl::Notification hold;
+  auto long_one = Submit(*s, "long", Request(120, 1), &order, nullptr, 0, &hold);
   long_one->progressed.WaitForNotification();
   auto short_one = Submit(*s, "short", Request(3, 2), &order);
+  hold.Notify();
   short_one->done.WaitForNotification();
   long_one->done.WaitForNotification();
   ASSERT_TRUE(long_one->images.ok()) << long_one->images.status();
@@ -121,12 +128,14 @@ TEST_F(SchedulerTest, ALargeRequestIsNotStarvedBySmallerOnesBehindIt) {
   o.max_batch_rows = 4;
   auto s = Make(o);
   std::vector<std::string> order;
-  auto running = Submit(*s, "running", Request(60, 1), &order);  // 2 rows of 4
+  absl::Notification hold;
+  auto running = Submit(*s, "running", Request(60, 1), &order, nullptr, 0, &hold);  // 2 rows of 4
   running->progressed.WaitForNotification();
   auto big_request = Request(3, 2);
   big_request.n = 3;  // 6 rows: more than the batch holds, runs alone once the replica is idle
   auto big = Submit(*s, "big", big_request, &order);
   auto small = Submit(*s, "small", Request(3, 3), &order);  // 2 rows: would fit beside "running"
+  hold.Notify();
   small->done.WaitForNotification();
   big->done.WaitForNotification();
   running->done.WaitForNotification();
@@ -150,7 +159,9 @@ TEST_F(SchedulerTest, AdmissionRejectsUnreachableDeadlinesAndFullQueues) {
   SchedulerOptions o;
   o.max_queued_sync = 1;
   auto s = Make(o);
-  auto blocker = Submit(*s, "blocker", Request(150, 1));
+  auto full = Request(150, 1);
+  full.n = 4;  // 8 rows: the whole batch, so nothing joins it and what comes next waits
+  auto blocker = Submit(*s, "blocker", full);
   blocker->progressed.WaitForNotification();
   absl::Status st;
   // Already past: no wait can meet it.
@@ -161,8 +172,6 @@ TEST_F(SchedulerTest, AdmissionRejectsUnreachableDeadlinesAndFullQueues) {
   auto waiting = Submit(*s, "waiting", Request(150, 2), nullptr, &st);
   EXPECT_TRUE(st.ok()) << st;
   Submit(*s, "overflow", Request(5, 3), nullptr, &st);
-  // The first waits (the replica took the blocker and maybe this one); fill until refused.
-  if (st.ok()) Submit(*s, "overflow2", Request(5, 4), nullptr, &st);
   EXPECT_TRUE(absl::IsResourceExhausted(st)) << st;
   s->Cancel("blocker");
   s->Cancel("waiting");

@@ -478,9 +478,9 @@ TEST(JobsConfig, TenantWeightsFromTheConfigFileReachTheQueue) {
 TEST(JobsRetention, FinishedJobsAndTheirFilesGoAfterTheRetention) {
   const std::filesystem::path data =
       std::filesystem::temp_directory_path() / ("kiln-retention-" + NewUlid());
-  // 0.0005 h = 1.8 s; the server looks every second.
+  // 0.001 h = 3.6 s; the server looks every second.
   ServerProcess server(
-      {"--models", TestModelsDir(), "--data", data.string(), "--retention-hours", "0.0005"});
+      {"--models", TestModelsDir(), "--data", data.string(), "--retention-hours", "0.001"});
   ASSERT_TRUE(server.started()) << server.log();
   json j = {{"prompt", "x"}, {"model", "test-pixel"}, {"steps", 3}, {"seed", 4}};
   HttpResult created = HttpRequest("POST", server.url() + "/v1/jobs", j.dump(), {kJson});
@@ -496,9 +496,9 @@ TEST(JobsRetention, FinishedJobsAndTheirFilesGoAfterTheRetention) {
   ASSERT_TRUE(WaitUntil(std::chrono::seconds(60), [&] {
     return HttpGet(server.url() + "/v1/jobs/" + id).status == 404;
   })) << server.log();
-  EXPECT_EQ(HttpGet(png).status, 404);
   // The record goes first and the files right after it; the log line comes when both are gone.
   EXPECT_TRUE(server.WaitForLog("retention: deleted finished jobs", std::chrono::seconds(5)));
+  EXPECT_EQ(HttpGet(png).status, 404);
   EXPECT_FALSE(std::filesystem::exists(files)) << "the job's folder is left behind";
   std::error_code ec;
   std::filesystem::remove_all(data, ec);
