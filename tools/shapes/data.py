@@ -120,11 +120,12 @@ def edit_choices(src, kind):
     return [x for x in SHAPES if x != s]
 
 
-def sample_edit(rng, heldout):
-    """(source tuple, size, instruction, target tuple, kind, value) with both tuples in the split."""
+def sample_edit(rng, heldout, kinds=EDIT_KINDS):
+    """(source tuple, size, instruction, target tuple, kind, value) with both tuples in the split;
+    `kinds` lists the edit kinds to draw from (repeat one to draw it more often)."""
     while True:
         src = rng.choice(all_tuples())
-        kind = rng.choice(EDIT_KINDS)
+        kind = rng.choice(kinds)
         value = rng.choice(edit_choices(src, kind))
         dst = apply_edit(src, kind, value)
         if is_heldout(src) == heldout or is_heldout(dst) == heldout:

@@ -46,10 +46,10 @@ def load(run):
     """EMA weights from weights.npz (written when training ends) or from the last checkpoint."""
     vocab = data.vocabulary()
     te = M.TextEncoder(len(vocab))
-    dn = M.Denoiser()
     npz = os.path.join(run, "weights.npz")
     if os.path.exists(npz):
         w = np.load(npz)
+        dn = M.Denoiser(self_attention=any(k.startswith("dn.sm.") for k in w.files))
         te.load_state_dict({k[3:]: torch.from_numpy(w[k]) for k in w.files if k.startswith("te.")})
         dn.load_state_dict({k[3:]: torch.from_numpy(w[k]) for k in w.files if k.startswith("dn.")})
         step = json.load(open(os.path.join(run, "train.json")))["iters"]
@@ -57,6 +57,7 @@ def load(run):
         dn.eval()
         return te, dn, vocab, step
     s = torch.load(os.path.join(run, "ckpt.pt"), map_location="cpu")
+    dn = M.Denoiser(self_attention=any(k.startswith("sm.") for k in s["ema_dn"]))
     te.load_state_dict(s["ema_te"])
     dn.load_state_dict(s["ema_dn"])
     te.eval()

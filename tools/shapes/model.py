@@ -74,10 +74,37 @@ class CrossAttention(nn.Module):
         return x + self.o(out).transpose(1, 2).reshape(b, c, h, w)
 
 
-class Denoiser(nn.Module):
-    """(x [B,3,32,32], t [B], hidden [B,T,D], image_cond [B,3,32,32]) -> eps."""
+class SelfAttention(nn.Module):
+    """Every position attends to every other: lets a move edit carry the shape's colour and form
+    from where it was to where it goes (beyond what the 3x3 convolutions reach). The output
+    projection starts at zero, so a network gaining this block computes what it did before."""
 
-    def __init__(self, ch: int = 32, ctx: int = TEXT_DIM):
+    def __init__(self, ch: int, heads: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.GroupNorm(8, ch)
+        self.qkv = nn.Linear(ch, ch * 3)
+        self.o = nn.Linear(ch, ch)
+        nn.init.zeros_(self.o.weight)
+        nn.init.zeros_(self.o.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        d = c // self.heads
+        qkv = self.qkv(self.norm(x).flatten(2).transpose(1, 2))  # [B, HW, 3C]
+        qkv = qkv.reshape(b, h * w, 3, self.heads, d).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # [B, heads, HW, d]
+        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), dim=-1)
+        out = (att @ v).transpose(1, 2).reshape(b, h * w, c)
+        return x + self.o(out).transpose(1, 2).reshape(b, c, h, w)
+
+
+class Denoiser(nn.Module):
+    """(x [B,3,32,32], t [B], hidden [B,T,D], image_cond [B,3,32,32]) -> eps.
+
+    `self_attention` adds SelfAttention at 8x8 (tried in a fine-tune, not in the shipped model)."""
+
+    def __init__(self, ch: int = 32, ctx: int = TEXT_DIM, self_attention: bool = False):
         super().__init__()
         tdim = ch * 4
         self.ch = ch
@@ -90,6 +117,7 @@ class Denoiser(nn.Module):
         self.down2 = nn.Conv2d(ch * 2, ch * 2, 3, stride=2, padding=1)
         self.m1 = ResBlock(ch * 2, ch * 2, tdim)          # 8
         self.am = CrossAttention(ch * 2, ctx)
+        self.sm = SelfAttention(ch * 2) if self_attention else nn.Identity()
         self.m2 = ResBlock(ch * 2, ch * 2, tdim)
         self.up2 = nn.Upsample(scale_factor=2.0, mode="nearest")
         self.u2 = ResBlock(ch * 4, ch * 2, tdim)          # 16
@@ -105,7 +133,7 @@ class Denoiser(nn.Module):
         h0 = self.d1(self.inp(torch.cat([x, image_cond], dim=1)), temb)
         h1 = self.a2(self.d2(self.down1(h0), temb), hidden)
         h = self.m1(self.down2(h1), temb)
-        h = self.m2(self.am(h, hidden), temb)
+        h = self.m2(self.sm(self.am(h, hidden)), temb)
         h = self.au(self.u2(torch.cat([self.up2(h), h1], dim=1), temb), hidden)
         h = self.u1(torch.cat([self.up1(h), h0], dim=1), temb)
         return self.out(F.silu(self.out_norm(h)))

@@ -17,7 +17,7 @@ import data
 import model as M
 
 
-def batch(rng, vocab_index, n, edit_frac):
+def batch(rng, vocab_index, n, edit_frac, kinds=data.EDIT_KINDS):
     """Mixed text-to-image and edit samples, with InstructPix2Pix condition dropout."""
     xs, conds, ids = [], [], []
     empty = data.encode("", vocab_index, M.MAX_LEN)
@@ -30,7 +30,7 @@ def batch(rng, vocab_index, n, edit_frac):
             text = data.caption(rng, *t, size)
             cond_img = None
         else:
-            src, size, text, dst, _, _ = data.sample_edit(rng, False)
+            src, size, text, dst, _, _ = data.sample_edit(rng, False, kinds)
             img = data.render(*dst, size)
             cond_img = data.render(*src, size)
         tok = data.encode(text, vocab_index, M.MAX_LEN)
@@ -68,6 +68,13 @@ def main():
     ap.add_argument("--edit-frac", type=float, default=0.45, help="share of edit samples")
     ap.add_argument("--init", help="a fresh run starts from this exported model folder's weights "
                     "(fine-tuning) instead of random ones")
+    ap.add_argument("--self-attention", action="store_true",
+                    help="give the denoiser a self-attention block at 8x8 (SelfAttention)")
+    ap.add_argument("--move-weight", type=int, default=1,
+                    help="draw move edits this many times as often as each other kind")
+    ap.add_argument("--pretrained-lr-scale", type=float, default=1.0,
+                    help="with --init: the learning rate of the initialised weights, as a share of "
+                    "--lr (the weights new to the run get all of it)")
     ap.add_argument("--time-budget", type=float, default=0,
                     help="seconds; after 200 steps, cut --iters so training ends within it")
     args = ap.parse_args()
@@ -78,14 +85,28 @@ def main():
     torch.manual_seed(args.seed)
     dev = torch.device(args.device)
     te = M.TextEncoder(len(vocab)).to(dev)
-    dn = M.Denoiser().to(dev)
-    if args.init and not os.path.exists(os.path.join(args.out, "ckpt.pt")):
-        # The exported TorchScript modules carry the same parameter names as the eager ones.
-        te.load_state_dict(torch.jit.load(os.path.join(args.init, "text_encoder.pt")).state_dict())
-        dn.load_state_dict(torch.jit.load(os.path.join(args.init, "denoiser.pt")).state_dict())
-        print(f"initialised from {args.init}", flush=True)
-    params = list(te.parameters()) + list(dn.parameters())
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    dn = M.Denoiser(self_attention=args.self_attention).to(dev)
+    new_names = set()  # denoiser parameters the initialising model does not have
+    if args.init:
+        # The exported TorchScript modules carry the same parameter names as the eager ones; a
+        # denoiser that gained a block (SelfAttention, zero output) keeps that block's own start.
+        init_dn = torch.jit.load(os.path.join(args.init, "denoiser.pt")).state_dict()
+        new_names = {k for k, _ in dn.named_parameters() if k not in init_dn}
+        if not os.path.exists(os.path.join(args.out, "ckpt.pt")):
+            te.load_state_dict(
+                torch.jit.load(os.path.join(args.init, "text_encoder.pt")).state_dict())
+            missing, unexpected = dn.load_state_dict(init_dn, strict=False)
+            if unexpected:
+                raise SystemExit(f"{args.init}: weights this denoiser does not have: {unexpected}")
+            print(f"initialised from {args.init}; new: {sorted(missing)}", flush=True)
+    new_params = [p for k, p in dn.named_parameters() if k in new_names]
+    old_params = list(te.parameters()) + [p for k, p in dn.named_parameters() if k not in new_names]
+    params = old_params + new_params
+    groups = [{"params": old_params, "scale": args.pretrained_lr_scale if args.init else 1.0}]
+    if new_params:
+        groups.append({"params": new_params, "scale": 1.0})
+    opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.0)
+    kinds = data.EDIT_KINDS + ["move"] * (args.move_weight - 1)
     ema_te, ema_dn = copy.deepcopy(te), copy.deepcopy(dn)
     abar = M.linear_alphas_cumprod().float().to(dev)
     step = 0
@@ -106,8 +127,9 @@ def main():
     while step < args.iters:
         lr = args.lr * min(1.0, (step + 1) / 500) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / args.iters)))
         for g in opt.param_groups:
-            g["lr"] = lr
-        x0, cond, ids = (v.to(dev) for v in batch(rng, vocab_index, args.batch, args.edit_frac))
+            g["lr"] = lr * g["scale"]
+        x0, cond, ids = (v.to(dev) for v in batch(rng, vocab_index, args.batch, args.edit_frac,
+                                                     kinds))
         t = torch.randint(0, 1000, (args.batch,), device=dev)
         noise = torch.randn_like(x0)
         a = abar[t].view(-1, 1, 1, 1)
@@ -123,9 +145,11 @@ def main():
             per_it = (time.time() - start) / 200
             args.iters = min(args.iters, first_step + int(args.time_budget / per_it))
             print(f"time budget: {per_it:.4f}s/it -> {args.iters} iterations", flush=True)
-        decay = min(0.999, (1 + step) / (10 + step))
+        # A fine-tune starts from good weights: its average keeps them from the first step.
+        decay = 0.999 if args.init else min(0.999, (1 + step) / (10 + step))
         with torch.no_grad():
-            for e, p in zip(list(ema_te.parameters()) + list(ema_dn.parameters()), params):
+            for e, p in zip(list(ema_te.parameters()) + list(ema_dn.parameters()),
+                            list(te.parameters()) + list(dn.parameters())):
                 e.mul_(decay).add_(p.detach(), alpha=1 - decay)
         if step % 50 == 0:
             print(f"step {step} loss {loss.item():.4f} lr {lr:.2e} {(time.time() - t0) / 50:.3f}s/it",
