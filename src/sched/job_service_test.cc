@@ -44,10 +44,15 @@ class JobServiceTest : public ::testing::Test {
     return item.ok() ? *item : nullptr;
   }
 
-  // The first run's lease ends (it stalled) and worker "w2" claims the job.
-  void LoseTheLeaseToW2() {
+  // The running job's lease ends (its worker stalled): the job is queued again.
+  void ExpireTheLease() {
     auto expired = queue_->ExpireLeases(/*all=*/true);
     ASSERT_TRUE(expired.ok()) << expired.status();
+  }
+
+  // The first run's lease ends and worker "w2" claims the job.
+  void LoseTheLeaseToW2() {
+    ExpireTheLease();
     auto claimed = queue_->Claim("test-pixel", 1, "w2", 60000);
     ASSERT_TRUE(claimed.ok() && claimed->size() == 1u) << claimed.status();
   }
@@ -91,8 +96,7 @@ TEST_F(JobServiceTest, ARunThatLostTheJobHandsItBackWithoutLeavingItsCheckpoint)
 TEST_F(JobServiceTest, TheRunThatCompletesALaterAttemptDeletesACheckpointItDidNotUse) {
   JobService service = Service("w2");
   ASSERT_NE(ClaimAndLoad(service, "w1"), nullptr);
-  auto expired = queue_->ExpireLeases(/*all=*/true);
-  ASSERT_TRUE(expired.ok()) << expired.status();
+  ExpireTheLease();
   WorkItemPtr second = ClaimAndLoad(service, "w2");
   ASSERT_NE(second, nullptr);
   EXPECT_TRUE(second->resume_from.empty());

@@ -416,22 +416,19 @@ TEST(JobsConfig, TenantWeightsFromTheConfigFileReachTheQueue) {
   const std::filesystem::path dir =
       std::filesystem::temp_directory_path() / ("kiln-weights-" + NewUlid());
   std::filesystem::create_directories(dir);
-  {
-    std::ofstream(dir / "kiln.yaml") << "tenant_weights:\n  heavy-key: 4\n  anonymous: 0.5\n";
-    std::ofstream(dir / "bad.yaml") << "tenant_weights:\n  heavy-key: -1\n";
-  }
-  CommandResult bad =
-      RunKiln({"serve", "--config", (dir / "bad.yaml").string(), "--models", TestModelsDir(),
-               "--data", (dir / "bad-data").string(), "--port", "0"});
-  EXPECT_NE(bad.exit_code, 0);
-  EXPECT_NE(bad.output.find("tenant_weights"), std::string::npos) << bad.output;
+  std::ofstream(dir / "kiln.yaml") << "tenant_weights:\n  heavy-key: 4\n  anonymous: 0.5\n";
+  // A config file with a bad value stops the server with an error that names the key.
+  auto refused = [&](const std::string& name, const std::string& yaml, const std::string& key) {
+    std::ofstream(dir / name) << yaml;
+    CommandResult r =
+        RunKiln({"serve", "--config", (dir / name).string(), "--models", TestModelsDir(), "--data",
+                 (dir / (name + "-data")).string(), "--port", "0"});
+    EXPECT_NE(r.exit_code, 0) << name;
+    EXPECT_NE(r.output.find(key), std::string::npos) << r.output;
+  };
+  refused("bad.yaml", "tenant_weights:\n  heavy-key: -1\n", "tenant_weights");
   // The idle poll is bounded from the config file as on the command line.
-  std::ofstream(dir / "spin.yaml") << "idle_spin_us: -1\n";
-  CommandResult spin =
-      RunKiln({"serve", "--config", (dir / "spin.yaml").string(), "--models", TestModelsDir(),
-               "--data", (dir / "spin-data").string(), "--port", "0"});
-  EXPECT_NE(spin.exit_code, 0);
-  EXPECT_NE(spin.output.find("idle_spin_us"), std::string::npos) << spin.output;
+  refused("spin.yaml", "idle_spin_us: -1\n", "idle_spin_us");
   CommandResult spin_flag =
       RunKiln({"serve", "--idle-spin-us", "100001", "--models", TestModelsDir(), "--port", "0"});
   EXPECT_NE(spin_flag.exit_code, 0);

@@ -45,24 +45,22 @@ files:
 def load(run):
     """EMA weights from weights.npz (written when training ends) or from the last checkpoint."""
     vocab = data.vocabulary()
-    te = M.TextEncoder(len(vocab))
     npz = os.path.join(run, "weights.npz")
     if os.path.exists(npz):
         w = np.load(npz)
-        dn = M.Denoiser(self_attention=any(k.startswith("dn.sm.") for k in w.files))
-        te.load_state_dict({k[3:]: torch.from_numpy(w[k]) for k in w.files if k.startswith("te.")})
-        dn.load_state_dict({k[3:]: torch.from_numpy(w[k]) for k in w.files if k.startswith("dn.")})
+        te_state = {k[3:]: torch.from_numpy(w[k]) for k in w.files if k.startswith("te.")}
+        dn_state = {k[3:]: torch.from_numpy(w[k]) for k in w.files if k.startswith("dn.")}
         step = json.load(open(os.path.join(run, "train.json")))["iters"]
-        te.eval()
-        dn.eval()
-        return te, dn, vocab, step
-    s = torch.load(os.path.join(run, "ckpt.pt"), map_location="cpu")
-    dn = M.Denoiser(self_attention=any(k.startswith("sm.") for k in s["ema_dn"]))
-    te.load_state_dict(s["ema_te"])
-    dn.load_state_dict(s["ema_dn"])
+    else:
+        s = torch.load(os.path.join(run, "ckpt.pt"), map_location="cpu")
+        te_state, dn_state, step = s["ema_te"], s["ema_dn"], s["step"]
+    te = M.TextEncoder(len(vocab))
+    dn = M.Denoiser(self_attention=any(k.startswith("sm.") for k in dn_state))
+    te.load_state_dict(te_state)
+    dn.load_state_dict(dn_state)
     te.eval()
     dn.eval()
-    return te, dn, vocab, s["step"]
+    return te, dn, vocab, step
 
 
 def main():
