@@ -3,14 +3,13 @@
 #include "core/status_util.h"
 #include "core/strings.h"
 #include "nlohmann/json.hpp"
+#include "queue/amqp/amqp_queue.h"
 
 namespace kiln::queue {
 
 // Defined in sqlite/sqlite_queue.cc.
 absl::StatusOr<std::unique_ptr<JobQueue>> OpenSqliteQueue(const std::string& path,
                                                           QueueOptions options);
-// Defined in amqp/amqp_queue.cc.
-absl::StatusOr<std::unique_ptr<JobQueue>> OpenAmqpQueue(std::string_view url, QueueOptions options);
 
 std::string_view JobStateName(JobState state) {
   switch (state) {

@@ -34,6 +34,10 @@ struct QueueOptions {
   std::vector<std::string> consume;     // models whose jobs this process runs (a worker)
   int prefetch = 8;                     // unacked deliveries per consumed model
   int delivery_limit = 20;              // deliveries before the broker dead-letters a job
+  // A running job whose delivery's connection broke went back to the broker. When it has not
+  // come back to this worker this long after the worker reconnected, another worker runs it:
+  // the heartbeat refuses it, and this run stops rather than spend the device time twice.
+  int64_t redelivery_grace_ms = 15000;
   // Workers report what they run every this often (gateways count running work from the
   // reports, which expire after three intervals: a killed worker's jobs stop counting).
   int64_t load_report_ms = 5000;

@@ -182,15 +182,21 @@ struct Scheduler::Lane final : public WorkSource {
     if (options->metrics) Count(*item, result);
     if (item->inline_done) {
       if (item->on_done) item->on_done(*item, std::move(result));
-      absl::MutexLock lock(&mu);
-      held.erase(item->id);
+      Unhold(*item);
       return;
     }
     boost::asio::post(*finishers, [this, item = std::move(item), result = std::move(result)] {
       if (item->on_done) item->on_done(*item, result);
-      absl::MutexLock lock(&mu);
-      held.erase(item->id);
+      Unhold(*item);
     });
+  }
+
+  // Forgets a finished item. The same job may be held again already: a run that lost its job
+  // (a broker reconnect gave it to another worker) ends after the job came back to this worker.
+  void Unhold(const WorkItem& item) {
+    absl::MutexLock lock(&mu);
+    auto it = held.find(item.id);
+    if (it != held.end() && it->second.get() == &item) held.erase(it);
   }
 
   void Progress(WorkItem& item, const engine::Generation& generation,

@@ -170,6 +170,29 @@ TEST_F(AmqpQueueTest, AWorkerWhoseConnectionClosedCannotHandBackTheJobItLost) {
   EXPECT_EQ(seen->state, JobState::kSucceeded);
 }
 
+TEST_F(AmqpQueueTest, AJobWhoseMessageCameBackToItsWorkerGoesOnThere) {
+  Job job = EnqueueAndClaim();
+  ASSERT_FALSE(job.id().empty());
+  ForgetDeliveries();
+  ASSERT_TRUE(broker().Restart()) << broker().log();
+  ASSERT_TRUE(AwaitDelivery()) << "the unsettled message was not delivered again";
+  // The message came back to this worker: its heartbeat takes the new delivery (no claim is
+  // needed), and long after the grace the run still holds the job and can hand it back.
+  ASSERT_EQ(queue_->Heartbeat(job.id(), "w1", 60000, 4, 10), absl::OkStatus());
+  now_ms_ += 60000;
+  ASSERT_EQ(queue_->Heartbeat(job.id(), "w1", 60000, 5, 10), absl::OkStatus());
+  ForgetDeliveries();
+  ASSERT_EQ(queue_->Release(job.id(), "w1"), absl::OkStatus());
+  auto seen = queue_->Get(job.id());
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  EXPECT_EQ(seen->state, JobState::kQueued);
+  ASSERT_TRUE(AwaitDelivery()) << "the handed-back job was not published again";
+  auto again = queue_->Claim(model_, 1, "w1", 60000);
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_EQ(again->size(), 1u) << "the job's message was lost";
+  EXPECT_EQ((*again)[0].attempts, 1) << "handing back counted as an attempt";
+}
+
 // Polls `done` (a queue's view, which no event announces) until it holds or 30 s pass.
 bool Eventually(const std::function<bool()>& done) {
   const absl::Time until = absl::Now() + absl::Seconds(30);

@@ -1,6 +1,8 @@
 // The distributed JobQueue: RabbitMQ carries the work (a quorum queue per model; an unacked
 // delivery is the lease), the store holds the truth about each job (jobs/{id}/job.json), so any
 // gateway answers for any job. See docs/architecture.md, "Distributed mode".
+#include "queue/amqp/amqp_queue.h"
+
 #include <algorithm>
 #include <cmath>
 #include <deque>
@@ -71,7 +73,7 @@ class AmqpJobQueue final : public JobQueue {
     if (broker_) broker_->Stop();
   }
 
-  absl::Status Start(std::string_view url) {
+  absl::Status Start(std::string_view url, const BrokerFactory& make_broker) {
     if (!options_.records) {
       return absl::InvalidArgumentError("the amqp:// queue needs a store for its job records");
     }
@@ -89,7 +91,8 @@ class AmqpJobQueue final : public JobQueue {
     bo.on_job = [this](Delivery d) { Received(std::move(d)); };
     bo.on_event = [this](const std::string& key, const std::string& body) { Event(key, body); };
     bo.on_dead_letter = [this](const std::string& body) { DeadLetter(body); };
-    KILN_ASSIGN_OR_RETURN(broker_, amqp::Broker::Start(std::move(bo)));
+    KILN_ASSIGN_OR_RETURN(
+        broker_, make_broker ? make_broker(std::move(bo)) : amqp::Broker::Start(std::move(bo)));
     if (!options_.consume.empty()) reporter_ = std::thread([this] { ReportLoad(); });
     return absl::OkStatus();
   }
@@ -195,17 +198,30 @@ class AmqpJobQueue final : public JobQueue {
 
   absl::Status Heartbeat(const std::string& id, const std::string& worker, int64_t lease_ms,
                          int step, int num_steps) override {
+    // The broker is asked outside mu_: it has a lock of its own.
+    Delivery probe;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = active_.find(id);
+      if (it == active_.end()) return NotHeld(id);
+      probe.connection = it->second.delivery.connection;
+    }
+    const bool live = broker_->Live(probe);
+    const bool connected = !live && broker_->Health().ok();
     int64_t run;
     {
       absl::MutexLock lock(&mu_);
       auto it = active_.find(id);
-      if (it == active_.end()) {
-        return absl::FailedPreconditionError(StrCat("this worker does not hold job ", id));
-      }
+      if (it == active_.end()) return NotHeld(id);
       if (cancelled_.Contains(id)) {
         return absl::FailedPreconditionError(StrCat("job ", id, " was cancelled"));
       }
       Active& a = it->second;
+      if (!live && !StillHeld(a, connected)) {
+        return absl::FailedPreconditionError(
+            StrCat("job ", id, " went back to the broker when its connection closed and did not ",
+                   "come back to this worker: another worker runs it"));
+      }
       a.job.step = step;
       a.job.num_steps = num_steps;
       a.job.lease_until_ms = Now() + lease_ms;
@@ -472,6 +488,11 @@ class AmqpJobQueue final : public JobQueue {
     Job job;
     int written_step = -1;
     int64_t written_ms = 0;
+    // The delivery's connection broke: since when this worker has been connected again without
+    // the job coming back to it (0: not counting), and whether it gave the job up (StillHeld).
+    int64_t lost_since_ms = 0;
+    bool lost = false;
+    std::optional<Delivery> parked;  // a redelivery that came back after the job was given up
   };
 
   store::BlobStore* records() { return options_.records; }
@@ -518,14 +539,65 @@ class AmqpJobQueue final : public JobQueue {
     return it->second.second / static_cast<double>(it->second.first);
   }
 
-  absl::StatusOr<Active> Take(const std::string& id) {
-    absl::MutexLock lock(&mu_);
-    auto it = active_.find(id);
-    if (it == active_.end()) {
-      return absl::FailedPreconditionError(StrCat("this worker does not hold job ", id));
+  static absl::Status NotHeld(const std::string& id) {
+    return absl::FailedPreconditionError(StrCat("this worker does not hold job ", id));
+  }
+
+  // Whether this worker still holds a job whose delivery's connection broke (the broker put the
+  // message back in its queue). Most often the message comes back to this worker after it
+  // reconnects: the run goes on with the new delivery. When it has not come back
+  // redelivery_grace_ms after the reconnect, another worker has it; the run is then lost for
+  // good (`lost`), and stops at its next step. The clock does not run while this worker is
+  // disconnected, when nothing could come back to it.
+  bool StillHeld(Active& a, bool connected) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (a.lost) return false;
+    if (AdoptRedelivery(a)) return true;
+    if (!connected) {
+      a.lost_since_ms = 0;
+      return true;
     }
-    Active a = std::move(it->second);
-    active_.erase(it);
+    if (a.lost_since_ms == 0) a.lost_since_ms = Now();
+    if (Now() - a.lost_since_ms < options_.redelivery_grace_ms) return true;
+    a.lost = true;
+    log::Warn("a running job went to another worker after a broker reconnect; stopping it here",
+              {{"job", a.job.id()}});
+    return false;
+  }
+
+  // A redelivery of the job that is waiting to be claimed: it replaces the dead delivery.
+  bool AdoptRedelivery(Active& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto ready = ready_.find(a.job.spec.model);
+    if (ready == ready_.end()) return false;
+    const std::string id = a.job.id();
+    for (auto d = ready->second.begin(); d != ready->second.end(); ++d) {
+      if (d->body.find(id) == std::string::npos) continue;  // cheap test before decoding
+      auto sent = DecodeJobRecord(d->body);
+      if (!sent.ok() || sent->id() != id) continue;
+      a.delivery = std::move(*d);
+      ready->second.erase(d);
+      a.lost_since_ms = 0;
+      return true;
+    }
+    return false;
+  }
+
+  absl::StatusOr<Active> Take(const std::string& id) {
+    Active a;
+    bool unparked = false;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = active_.find(id);
+      if (it == active_.end()) return NotHeld(id);
+      a = std::move(it->second);
+      active_.erase(it);
+      if (a.parked) {
+        // A redelivery that came while this (lost) run stopped: the next claim runs the job.
+        ready_[a.parked->model].push_front(std::move(*a.parked));
+        a.parked.reset();
+        unparked = true;
+      }
+    }
+    if (unparked && options_.on_available) options_.on_available(a.job.spec.model);
     return a;
   }
 
@@ -576,7 +648,13 @@ class AmqpJobQueue final : public JobQueue {
       absl::MutexLock lock(&mu_);
       if (auto it = active_.find(id); it != active_.end()) {
         // Redelivered after a reconnect while this worker still runs it: settle the new copy.
-        it->second.delivery = d;
+        // A run that gave the job up is stopping; the job runs again once it has (Take).
+        if (it->second.lost) {
+          it->second.parked = d;
+        } else {
+          it->second.delivery = d;
+          it->second.lost_since_ms = 0;
+        }
         return std::nullopt;
       }
     }
@@ -634,7 +712,11 @@ class AmqpJobQueue final : public JobQueue {
     job.cancel_requested = false;
     KILN_RETURN_IF_ERROR(Write(job));
     absl::MutexLock lock(&mu_);
-    active_[id] = Active{d, job, 0, now};
+    Active& a = active_[id];
+    a.delivery = d;
+    a.job = job;
+    a.written_step = 0;
+    a.written_ms = now;
     return std::optional<Job>(std::move(job));
   }
 
@@ -771,10 +853,10 @@ class AmqpJobQueue final : public JobQueue {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<JobQueue>> OpenAmqpQueue(std::string_view url,
-                                                        QueueOptions options) {
+absl::StatusOr<std::unique_ptr<JobQueue>> OpenAmqpQueue(std::string_view url, QueueOptions options,
+                                                        BrokerFactory make_broker) {
   auto queue = std::make_unique<AmqpJobQueue>(std::move(options));
-  KILN_RETURN_IF_ERROR(queue->Start(url));
+  KILN_RETURN_IF_ERROR(queue->Start(url, make_broker));
   return queue;
 }
 
