@@ -310,8 +310,10 @@ void JobService::OnDone(WorkItem& item, absl::StatusOr<std::vector<engine::Image
             .status();
   }
   if (!s.ok()) {
-    // Typically the lease was lost meanwhile; the job's current owner reports it.
     log::Warn("job state change refused", {{"job", item.id}, {"error", s.ToString()}});
+    // The lease was lost meanwhile (or the broker gave the job to another worker): the job's
+    // current holder reports its changes, and a second report could repeat its webhook.
+    if (absl::IsFailedPrecondition(s)) return;
   }
   auto job = queue_->Get(item.id);
   if (!job.ok()) return;

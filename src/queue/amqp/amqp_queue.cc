@@ -11,6 +11,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/synchronization/mutex.h"
 #include "core/crypto.h"
 #include "core/ids.h"
@@ -217,7 +218,9 @@ class AmqpJobQueue final : public JobQueue {
         return absl::FailedPreconditionError(StrCat("job ", id, " was cancelled"));
       }
       Active& a = it->second;
-      if (!live && !StillHeld(a, connected)) {
+      if (live || a.delivery.connection != probe.connection) {
+        a.lost_since_ms = 0;  // live, or a claim took a redelivery meanwhile
+      } else if (!StillHeld(a, connected)) {
         return absl::FailedPreconditionError(
             StrCat("job ", id, " went back to the broker when its connection closed and did not ",
                    "come back to this worker: another worker runs it"));
@@ -239,6 +242,7 @@ class AmqpJobQueue final : public JobQueue {
   absl::Status Complete(const std::string& id, const std::string& worker,
                         const std::vector<std::string>& result_keys) override {
     KILN_ASSIGN_OR_RETURN(Active a, Take(id));
+    absl::Cleanup unpark = [this, &a] { Unpark(a); };
     a.job.state = JobState::kSucceeded;
     a.job.result_keys = result_keys;
     a.job.finished_ms = Now();
@@ -258,6 +262,7 @@ class AmqpJobQueue final : public JobQueue {
                            const std::string& error, const std::string& code,
                            bool retryable) override {
     KILN_ASSIGN_OR_RETURN(Active a, TakeLive(id));
+    absl::Cleanup unpark = [this, &a] { Unpark(a); };
     a.job.error = error;
     a.job.error_code = code;
     if (retryable && a.job.attempts < a.job.spec.max_attempts) {
@@ -277,6 +282,7 @@ class AmqpJobQueue final : public JobQueue {
 
   absl::Status Release(const std::string& id, const std::string& worker) override {
     KILN_ASSIGN_OR_RETURN(Active a, TakeLive(id));
+    absl::Cleanup unpark = [this, &a] { Unpark(a); };
     a.job.state = JobState::kQueued;
     a.job.attempts = std::max(0, a.job.attempts - 1);  // handing back is not an attempt
     Requeue(a);
@@ -311,6 +317,7 @@ class AmqpJobQueue final : public JobQueue {
 
   absl::Status MarkCancelled(const std::string& id, const std::string& worker) override {
     KILN_ASSIGN_OR_RETURN(Active a, TakeLive(id));
+    absl::Cleanup unpark = [this, &a] { Unpark(a); };
     a.job.state = JobState::kCancelled;
     a.job.finished_ms = Now();
     if (absl::Status s = Write(a.job); !s.ok()) {
@@ -581,24 +588,28 @@ class AmqpJobQueue final : public JobQueue {
     return false;
   }
 
+  // Removes the job from this worker's runs. The caller settles it, then calls Unpark.
   absl::StatusOr<Active> Take(const std::string& id) {
-    Active a;
-    bool unparked = false;
+    absl::MutexLock lock(&mu_);
+    auto it = active_.find(id);
+    if (it == active_.end()) return NotHeld(id);
+    Active a = std::move(it->second);
+    active_.erase(it);
+    return a;
+  }
+
+  // Puts back a redelivery that came while a lost run was stopping (ClaimOne parked it), once
+  // that run's end is written: the next claim runs the job again, or acks the message when that
+  // run completed the job after all.
+  void Unpark(Active& a) {
+    if (!a.parked) return;
+    const std::string model = a.parked->model;
     {
       absl::MutexLock lock(&mu_);
-      auto it = active_.find(id);
-      if (it == active_.end()) return NotHeld(id);
-      a = std::move(it->second);
-      active_.erase(it);
-      if (a.parked) {
-        // A redelivery that came while this (lost) run stopped: the next claim runs the job.
-        ready_[a.parked->model].push_front(std::move(*a.parked));
-        a.parked.reset();
-        unparked = true;
-      }
+      ready_[model].push_front(std::move(*a.parked));
     }
-    if (unparked && options_.on_available) options_.on_available(a.job.spec.model);
-    return a;
+    a.parked.reset();
+    if (options_.on_available) options_.on_available(model);
   }
 
   // Take, for the writes that must not land once the job may be another worker's: when the
@@ -610,6 +621,7 @@ class AmqpJobQueue final : public JobQueue {
   absl::StatusOr<Active> TakeLive(const std::string& id) {
     KILN_ASSIGN_OR_RETURN(Active a, Take(id));
     if (!broker_->Live(a.delivery)) {
+      Unpark(a);
       return absl::FailedPreconditionError(
           StrCat("job ", id, " went back to the broker when its connection closed; the worker ",
                  "that holds it now records its end"));

@@ -153,12 +153,12 @@ TEST_F(AmqpQueueBookkeepingTest, AJobThatComesBackAfterAReconnectGoesOn) {
   const uint64_t again = broker_->Deliver("m", body_);
   now_ms_ += kGraceMs + 1;
   ASSERT_EQ(Beat(job), absl::OkStatus());
+  // The run settles the new delivery, so its end is recorded, and no second run starts.
+  ASSERT_EQ(queue_->Complete(job.id(), "w1", {}), absl::OkStatus());
+  EXPECT_EQ(broker_->settled(), std::vector<std::string>{"ack " + std::to_string(again)});
   auto claimed = queue_->Claim("m", 1, "w1", 60000);
   ASSERT_TRUE(claimed.ok()) << claimed.status();
   EXPECT_TRUE(claimed->empty()) << "the redelivery started a second run";
-  // The run settles the new delivery, so its end is recorded.
-  ASSERT_EQ(queue_->Complete(job.id(), "w1", {}), absl::OkStatus());
-  EXPECT_EQ(broker_->settled(), std::vector<std::string>{"ack " + std::to_string(again)});
   auto seen = queue_->Get(job.id());
   ASSERT_TRUE(seen.ok()) << seen.status();
   EXPECT_EQ(seen->state, JobState::kSucceeded);
@@ -206,6 +206,27 @@ TEST_F(AmqpQueueBookkeepingTest, AMessageThatComesBackToAStoppingRunWaitsForItsE
   EXPECT_EQ((*claimed)[0].attempts, 2);
   ASSERT_EQ(queue_->Complete(job.id(), "w1", {}), absl::OkStatus());
   EXPECT_EQ(broker_->settled(), std::vector<std::string>{"ack " + std::to_string(again)});
+}
+
+TEST_F(AmqpQueueBookkeepingTest, AStoppingRunThatCompletesAnywayIsNotRunAgain) {
+  Job job = EnqueueAndClaim();
+  ASSERT_FALSE(job.id().empty());
+  broker_->Disconnect();
+  broker_->Reconnect();
+  ASSERT_EQ(Beat(job), absl::OkStatus());
+  now_ms_ += kGraceMs;
+  ASSERT_FALSE(Beat(job).ok());
+  const uint64_t again = broker_->Deliver("m", body_);
+  // The run was at its last step: it completes before it stops. Every run writes the same
+  // results, so the job is done; the message that came back is acked, not run.
+  ASSERT_EQ(queue_->Complete(job.id(), "w1", {}), absl::OkStatus());
+  auto claimed = queue_->Claim("m", 1, "w1", 60000);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  EXPECT_TRUE(claimed->empty()) << "a completed job ran again";
+  EXPECT_EQ(broker_->settled(), std::vector<std::string>{"ack " + std::to_string(again)});
+  auto seen = queue_->Get(job.id());
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  EXPECT_EQ(seen->state, JobState::kSucceeded);
 }
 
 }  // namespace
