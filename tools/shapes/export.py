@@ -55,7 +55,8 @@ def load(run):
         s = torch.load(os.path.join(run, "ckpt.pt"), map_location="cpu")
         te_state, dn_state, step = s["ema_te"], s["ema_dn"], s["step"]
     te = M.TextEncoder(len(vocab))
-    dn = M.Denoiser(self_attention=any(k.startswith("sm.") for k in dn_state))
+    dn = M.Denoiser(self_attention=any(k.startswith("sm.") for k in dn_state),
+                    source_summary=any(k.startswith("src.") for k in dn_state))
     te.load_state_dict(te_state)
     dn.load_state_dict(dn_state)
     te.eval()

@@ -99,16 +99,43 @@ class SelfAttention(nn.Module):
         return x + self.o(out).transpose(1, 2).reshape(b, c, h, w)
 
 
+class SourceSummary(nn.Module):
+    """What the source image shows, as one vector for every position: a move must draw the
+    shape's colour and form where the source has only background, far from where they were.
+    Convolutions to 8x8, then the maximum and the mean over the image. The vector is added to the
+    timestep embedding, which every residual block reads. The output layer starts at zero, and a
+    zero image condition (text-to-image, and the dropped-image guidance branch) adds nothing."""
+
+    def __init__(self, tdim: int, ch: int = 32):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, ch, 3, padding=1)
+        self.c2 = nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1)
+        self.c3 = nn.Conv2d(ch * 2, ch * 2, 3, stride=2, padding=1)
+        self.mlp = nn.Sequential(nn.Linear(ch * 4, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def vector(self, image: torch.Tensor) -> torch.Tensor:
+        h = F.silu(self.c3(F.silu(self.c2(F.silu(self.c1(image))))))
+        return self.mlp(torch.cat([h.amax(dim=(2, 3)), h.mean(dim=(2, 3))], dim=1))
+
+    def forward(self, image_cond: torch.Tensor) -> torch.Tensor:
+        return self.vector(image_cond) - self.vector(torch.zeros_like(image_cond[:1]))
+
+
 class Denoiser(nn.Module):
     """(x [B,3,32,32], t [B], hidden [B,T,D], image_cond [B,3,32,32]) -> eps.
 
-    `self_attention` adds SelfAttention at 8x8 (tried in a fine-tune, not in the shipped model)."""
+    `self_attention` adds SelfAttention at 8x8 (tried in a fine-tune, not shipped);
+    `source_summary` adds SourceSummary to the timestep embedding."""
 
-    def __init__(self, ch: int = 32, ctx: int = TEXT_DIM, self_attention: bool = False):
+    def __init__(self, ch: int = 32, ctx: int = TEXT_DIM, self_attention: bool = False,
+                 source_summary: bool = False):
         super().__init__()
         tdim = ch * 4
         self.ch = ch
         self.temb = nn.Sequential(nn.Linear(ch, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
+        self.src = SourceSummary(tdim) if source_summary else None
         self.inp = nn.Conv2d(6, ch, 3, padding=1)
         self.d1 = ResBlock(ch, ch, tdim)                  # 32
         self.down1 = nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1)
@@ -130,6 +157,8 @@ class Denoiser(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, hidden: torch.Tensor,
                 image_cond: torch.Tensor) -> torch.Tensor:
         temb = self.temb(timestep_embedding(t, self.ch))
+        if self.src is not None:
+            temb = temb + self.src(image_cond)
         h0 = self.d1(self.inp(torch.cat([x, image_cond], dim=1)), temb)
         h1 = self.a2(self.d2(self.down1(h0), temb), hidden)
         h = self.m1(self.down2(h1), temb)

@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import data
 import model as M
@@ -70,11 +69,17 @@ def main():
                     "(fine-tuning) instead of random ones")
     ap.add_argument("--self-attention", action="store_true",
                     help="give the denoiser a self-attention block at 8x8 (SelfAttention)")
+    ap.add_argument("--source-summary", action="store_true",
+                    help="give the denoiser a global summary of the source image (SourceSummary)")
     ap.add_argument("--move-weight", type=int, default=1,
                     help="draw move edits this many times as often as each other kind")
     ap.add_argument("--pretrained-lr-scale", type=float, default=1.0,
                     help="with --init: the learning rate of the initialised weights, as a share of "
                     "--lr (the weights new to the run get all of it)")
+    ap.add_argument("--x0-weight", type=float, default=1.0,
+                    help="weigh each sample's noise error by (1-abar)/abar (its error in the image), "
+                    "clamped to [1, this]: more weight on the noisy steps, where an edit decides "
+                    "the colour and form it draws; 1 is the plain noise loss")
     ap.add_argument("--time-budget", type=float, default=0,
                     help="seconds; after 200 steps, cut --iters so training ends within it")
     args = ap.parse_args()
@@ -85,7 +90,8 @@ def main():
     torch.manual_seed(args.seed)
     dev = torch.device(args.device)
     te = M.TextEncoder(len(vocab)).to(dev)
-    dn = M.Denoiser(self_attention=args.self_attention).to(dev)
+    dn = M.Denoiser(self_attention=args.self_attention,
+                    source_summary=args.source_summary).to(dev)
     new_names = set()  # denoiser parameters the initialising model does not have
     if args.init:
         # The exported TorchScript modules carry the same parameter names as the eager ones; a
@@ -135,7 +141,9 @@ def main():
         a = abar[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         pred = dn(xt, t.float(), te(ids), cond)
-        loss = F.mse_loss(pred, noise)
+        per_sample = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
+        w = ((1 - abar[t]) / abar[t]).clamp(1.0, args.x0_weight)
+        loss = (w * per_sample).sum() / w.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
