@@ -69,6 +69,14 @@ class AmqpQueueTest : public RabbitMqSuite {
                                 absl::Seconds(30));
   }
 
+  // Restarts RabbitMQ while a job runs: its unsettled message goes back to the queue and is
+  // delivered again, here to this consumer.
+  void RestartTheBroker() {
+    ForgetDeliveries();
+    ASSERT_TRUE(broker().Restart()) << broker().log();
+    ASSERT_TRUE(AwaitDelivery()) << "the unsettled message was not delivered again";
+  }
+
   std::string Record(const std::string& id) {
     auto text = records_->Get(queue::JobRecordKey(id));
     return text.ok() ? *text : text.status().ToString();
@@ -153,9 +161,7 @@ TEST_F(AmqpQueueTest, AWorkerWhoseConnectionClosedCannotHandBackTheJobItLost) {
   // The broker restarts while w1 runs the job: the message goes back to its queue and out again,
   // here to this consumer, where w2 claims it. (Across processes, w2 may have finished the job by
   // the time w1 stops; handing back would then set the finished record back to queued.)
-  ForgetDeliveries();
-  ASSERT_TRUE(broker().Restart()) << broker().log();
-  ASSERT_TRUE(AwaitDelivery()) << "the unsettled message was not delivered again";
+  ASSERT_NO_FATAL_FAILURE(RestartTheBroker());
   const std::string before = Record(job.id());
   absl::Status released = queue_->Release(job.id(), "w1");
   EXPECT_TRUE(absl::IsFailedPrecondition(released)) << released;
@@ -173,9 +179,7 @@ TEST_F(AmqpQueueTest, AWorkerWhoseConnectionClosedCannotHandBackTheJobItLost) {
 TEST_F(AmqpQueueTest, AJobWhoseMessageCameBackToItsWorkerGoesOnThere) {
   Job job = EnqueueAndClaim();
   ASSERT_FALSE(job.id().empty());
-  ForgetDeliveries();
-  ASSERT_TRUE(broker().Restart()) << broker().log();
-  ASSERT_TRUE(AwaitDelivery()) << "the unsettled message was not delivered again";
+  ASSERT_NO_FATAL_FAILURE(RestartTheBroker());
   // The message came back to this worker: its heartbeat takes the new delivery (no claim is
   // needed), and long after the grace the run still holds the job and can hand it back.
   ASSERT_EQ(queue_->Heartbeat(job.id(), "w1", 60000, 4, 10), absl::OkStatus());

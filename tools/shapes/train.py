@@ -95,7 +95,8 @@ def main():
     new_names = set()  # denoiser parameters the initialising model does not have
     if args.init:
         # The exported TorchScript modules carry the same parameter names as the eager ones; a
-        # denoiser that gained a block (SelfAttention, zero output) keeps that block's own start.
+        # denoiser that gained a module (SelfAttention, SourceSummary: zero output) keeps that
+        # module's own start.
         init_dn = torch.jit.load(os.path.join(args.init, "denoiser.pt")).state_dict()
         new_names = {k for k, _ in dn.named_parameters() if k not in init_dn}
         if not os.path.exists(os.path.join(args.out, "ckpt.pt")):

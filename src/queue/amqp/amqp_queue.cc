@@ -554,8 +554,8 @@ class AmqpJobQueue final : public JobQueue {
   // message back in its queue). Most often the message comes back to this worker after it
   // reconnects: the run goes on with the new delivery. When it has not come back
   // redelivery_grace_ms after the reconnect, another worker has it; the run is then lost for
-  // good (`lost`), and stops at its next step. The clock does not run while this worker is
-  // disconnected, when nothing could come back to it.
+  // good (`lost`), and stops at its next step. A heartbeat that finds this worker disconnected
+  // (when nothing could come back to it) restarts the clock.
   bool StillHeld(Active& a, bool connected) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (a.lost) return false;
     if (AdoptRedelivery(a)) return true;

@@ -4,6 +4,7 @@
 #include "queue/amqp/amqp_queue.h"
 
 #include <atomic>
+#include <optional>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -130,6 +131,20 @@ class AmqpQueueBookkeepingTest : public ::testing::Test {
   }
 
   absl::Status Beat(const Job& job) { return queue_->Heartbeat(job.id(), "w1", 60000, 3, 10); }
+  // The connection breaks and comes back without the job's message: after the grace, the
+  // heartbeat gives the job up.
+  void GiveUp(const Job& job) {
+    broker_->Disconnect();
+    broker_->Reconnect();
+    ASSERT_EQ(Beat(job), absl::OkStatus());
+    now_ms_ += kGraceMs;
+    ASSERT_TRUE(absl::IsFailedPrecondition(Beat(job)));
+  }
+  std::optional<JobState> State(const Job& job) {
+    auto seen = queue_->Get(job.id());
+    EXPECT_TRUE(seen.ok()) << seen.status();
+    return seen.ok() ? std::optional<JobState>(seen->state) : std::nullopt;
+  }
   std::string Record(const std::string& id) {
     auto text = records_->Get(JobRecordKey(id));
     return text.ok() ? *text : text.status().ToString();
@@ -159,9 +174,7 @@ TEST_F(AmqpQueueBookkeepingTest, AJobThatComesBackAfterAReconnectGoesOn) {
   auto claimed = queue_->Claim("m", 1, "w1", 60000);
   ASSERT_TRUE(claimed.ok()) << claimed.status();
   EXPECT_TRUE(claimed->empty()) << "the redelivery started a second run";
-  auto seen = queue_->Get(job.id());
-  ASSERT_TRUE(seen.ok()) << seen.status();
-  EXPECT_EQ(seen->state, JobState::kSucceeded);
+  EXPECT_EQ(State(job), JobState::kSucceeded);
 }
 
 TEST_F(AmqpQueueBookkeepingTest, AJobThatWentToAnotherWorkerIsGivenUpAfterTheGrace) {
@@ -188,11 +201,7 @@ TEST_F(AmqpQueueBookkeepingTest, AJobThatWentToAnotherWorkerIsGivenUpAfterTheGra
 TEST_F(AmqpQueueBookkeepingTest, AMessageThatComesBackToAStoppingRunWaitsForItsEnd) {
   Job job = EnqueueAndClaim();
   ASSERT_FALSE(job.id().empty());
-  broker_->Disconnect();
-  broker_->Reconnect();
-  ASSERT_EQ(Beat(job), absl::OkStatus());
-  now_ms_ += kGraceMs;
-  ASSERT_FALSE(Beat(job).ok());
+  ASSERT_NO_FATAL_FAILURE(GiveUp(job));
   // The message comes back late (the other worker's connection broke too): the run that gave
   // the job up is still stopping, so the new delivery waits for it.
   const uint64_t again = broker_->Deliver("m", body_);
@@ -211,11 +220,7 @@ TEST_F(AmqpQueueBookkeepingTest, AMessageThatComesBackToAStoppingRunWaitsForItsE
 TEST_F(AmqpQueueBookkeepingTest, AStoppingRunThatCompletesAnywayIsNotRunAgain) {
   Job job = EnqueueAndClaim();
   ASSERT_FALSE(job.id().empty());
-  broker_->Disconnect();
-  broker_->Reconnect();
-  ASSERT_EQ(Beat(job), absl::OkStatus());
-  now_ms_ += kGraceMs;
-  ASSERT_FALSE(Beat(job).ok());
+  ASSERT_NO_FATAL_FAILURE(GiveUp(job));
   const uint64_t again = broker_->Deliver("m", body_);
   // The run was at its last step: it completes before it stops. Every run writes the same
   // results, so the job is done; the message that came back is acked, not run.
@@ -224,9 +229,7 @@ TEST_F(AmqpQueueBookkeepingTest, AStoppingRunThatCompletesAnywayIsNotRunAgain) {
   ASSERT_TRUE(claimed.ok()) << claimed.status();
   EXPECT_TRUE(claimed->empty()) << "a completed job ran again";
   EXPECT_EQ(broker_->settled(), std::vector<std::string>{"ack " + std::to_string(again)});
-  auto seen = queue_->Get(job.id());
-  ASSERT_TRUE(seen.ok()) << seen.status();
-  EXPECT_EQ(seen->state, JobState::kSucceeded);
+  EXPECT_EQ(State(job), JobState::kSucceeded);
 }
 
 }  // namespace
