@@ -8,10 +8,13 @@
 # A third server sets the floor: bench/null_server.cc answers every request with the bytes Kiln
 # answered and does nothing else, so the client's figures against it are what loopback, the
 # kernel and the client cost on this machine. Kiln's p50 minus the floor's is Kiln's own share.
+# Each server's own CPU time (user + system, from /proc/PID/stat) over the run, divided by the
+# requests it answered, is reported beside the wall-clock figures: it is far steadier than wall
+# time on a shared machine, and it is what predicts the cost of serving.
 #
 # Usage: bench/overhead.sh [--kiln build/kiln] [--load build/kiln_bench_http_load]
 #          [--null build/kiln_bench_null_server] [--client http_load|loadtest]
-#          [--models build/test-models] [--python /usr/bin/python3]
+#          [--models build/test-models] [--python .venv/bin/python]
 #          [--requests 5000] [--concurrency 8] [--warmup 200] [--rounds 3]
 # --client loadtest drives both servers with `kiln loadtest` (the user-facing load tester)
 # instead of the minimal benchmark client. The models folder comes from `make test-models`.
@@ -22,7 +25,7 @@ KILN=build/kiln
 LOAD=build/kiln_bench_http_load
 NULL_SERVER=build/kiln_bench_null_server
 MODELS=build/test-models
-PYTHON=/usr/bin/python3
+PYTHON=$ROOT/.venv/bin/python
 REQUESTS=5000
 CONCURRENCY=8
 WARMUP=200
@@ -58,8 +61,8 @@ die() { echo "overhead.sh: $*" >&2; exit 1; }
   die "no load generator at $LOAD (build the kiln_bench_http_load target)"
 [[ -x $NULL_SERVER ]] || die "no null server at $NULL_SERVER (build the kiln_bench_null_server target)"
 [[ -f $MODELS/$MODEL/model.yaml ]] || die "no $MODELS/$MODEL (make test-models)"
-"$PYTHON" -c 'import fastapi, uvicorn, torch, PIL, yaml' 2>/dev/null ||
-  die "$PYTHON lacks the peer's modules (apt-get install python3-fastapi python3-uvicorn python3-pil)"
+"$PYTHON" -c 'import fastapi, uvicorn, uvloop, httptools, torch, PIL, yaml' 2>/dev/null ||
+  die "$PYTHON lacks the peer's modules (run scripts/install-deps.sh)"
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -140,10 +143,25 @@ start_server() {
   wait_ready "$SERVER_PID" "http://127.0.0.1:$port/healthz" "$WORK/$name.log"
 }
 
-# measure NAME ROUND PORT: loads the server started last (round ROUND's report), then stops it.
+# cpu_ticks PID: user + system CPU time of the process so far, in clock ticks (fields 14 and 15
+# of /proc/PID/stat, counted after the command name, which may contain spaces).
+cpu_ticks() {
+  local stat
+  stat=$(<"/proc/$1/stat")
+  stat=${stat##*) }
+  read -r -a f <<<"$stat"
+  echo $((f[11] + f[12]))
+}
+
+# measure NAME ROUND PORT: loads the server started last (round ROUND's report, with the server's
+# CPU time added to it), then stops it.
 measure() {
   echo "round $2 $1: 127.0.0.1:$3, $REQUESTS requests at concurrency $CONCURRENCY" >&2
+  local before after
+  before=$(cpu_ticks "$SERVER_PID")
   load "$3" "$WORK/$1.$2.json"
+  after=$(cpu_ticks "$SERVER_PID")
+  echo "$((after - before)) $(getconf CLK_TCK)" >"$WORK/$1.$2.cpu"
   stop "$SERVER_PID"
 }
 
@@ -171,7 +189,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
   measure null "$round" "$port"
 done
 
-CLIENT=$CLIENT "$PYTHON" - "$WORK" "$ROUNDS" "$CONCURRENCY" "$REQUESTS" <<'EOF'
+CLIENT=$CLIENT WARMUP=$WARMUP "$PYTHON" - "$WORK" "$ROUNDS" "$CONCURRENCY" "$REQUESTS" <<'EOF'
 import json
 import os
 import statistics
@@ -180,6 +198,12 @@ import sys
 work, rounds, concurrency, requests = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 runs = {name: [json.load(open(f"{work}/{name}.{r}.json")) for r in range(1, rounds + 1)]
         for name in ("kiln", "peer", "null")}
+# The server's CPU time per answered request (warm-up included in both), in microseconds.
+for name, rs in runs.items():
+    for r, run in enumerate(rs, start=1):
+        ticks, hz = (int(x) for x in open(f"{work}/{name}.{r}.cpu").read().split())
+        answered = run["requests"] + int(os.environ.get("WARMUP", "0"))
+        run["cpu_us"] = ticks / hz * 1e6 / answered if answered else 0.0
 
 
 def median(name, key):
@@ -189,8 +213,8 @@ def median(name, key):
 print(f"System overhead ({os.environ.get('CLIENT', 'http_load')} client): {os.cpu_count()} CPUs, "
       f"test-identity 32x32, steps 1, guidance 1.0, {requests} requests at concurrency "
       f"{concurrency}, torch threads 1; medians of {rounds} rounds (servers take turns)\n")
-print("| server | ok / requests | failed | rps | p50 ms | p90 ms | p99 ms |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print("| server | ok / requests | failed | rps | p50 ms | p90 ms | p99 ms | server CPU us / request |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for name, label in (("kiln", "Kiln"), ("peer", "FastAPI + uvicorn + PyTorch"),
                     ("null", "null server (the floor)")):
     ok = sum(r["ok"] for r in runs[name])
@@ -198,7 +222,7 @@ for name, label in (("kiln", "Kiln"), ("peer", "FastAPI + uvicorn + PyTorch"),
     failed = sum(r["non_200"] + r["errors"] for r in runs[name])
     print(f"| {label} | {ok} / {sent} | {failed} | {median(name, 'rps'):.1f} | "
           f"{median(name, 'p50_us') / 1e3:.3f} | {median(name, 'p90_us') / 1e3:.3f} | "
-          f"{median(name, 'p99_us') / 1e3:.3f} |")
+          f"{median(name, 'p99_us') / 1e3:.3f} | {median(name, 'cpu_us'):.0f} |")
 ratios = [k["rps"] / p["rps"] for k, p in zip(runs["kiln"], runs["peer"]) if p["rps"]]
 above = [k["p50_us"] - n["p50_us"] for k, n in zip(runs["kiln"], runs["null"])]
 print(f"\nKiln / peer throughput, per round: {', '.join(f'{x:.2f}x' for x in ratios)} "
@@ -207,6 +231,9 @@ print(f"p50 medians: Kiln {median('kiln', 'p50_us'):.0f} us, "
       f"peer {median('peer', 'p50_us'):.0f} us, floor {median('null', 'p50_us'):.0f} us")
 print(f"Kiln's p50 above the floor, per round: {', '.join(f'{x:.0f}' for x in above)} us "
       f"(median {statistics.median(above):.0f} us)")
+cpu = [p["cpu_us"] / k["cpu_us"] for k, p in zip(runs["kiln"], runs["peer"]) if k["cpu_us"]]
+print(f"Peer / Kiln server CPU per request, per round: {', '.join(f'{x:.2f}x' for x in cpu)} "
+      f"(median {statistics.median(cpu):.2f}x)")
 if any(r["ok"] != r["requests"] for rs in runs.values() for r in rs):
     print("\nWARNING: some requests failed; the numbers above are not comparable.")
     sys.exit(1)

@@ -5,7 +5,7 @@ They exercise every code path of the engine (pixel and latent models, both token
 conditioning, encoder and decoder) without trained weights, so tests do not depend on training.
 test-identity has a denoiser that returns its input: serving it measures the system's own
 overhead (bench/overhead.sh), not the model's.
-Run with Debian's python3 (python3-torch):  python3 tools/make_test_models.py --out build/test-models
+Run with the project venv (scripts/install-deps.sh):  .venv/bin/python tools/make_test_models.py --out build/test-models
 """
 import argparse
 import json

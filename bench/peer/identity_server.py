@@ -8,8 +8,8 @@ guidance_scale != 1, RGB8 conversion, PNG with a parameters text chunk, base64. 
 performance peer written the way such a server is usually written, not a correctness oracle, and
 it supports only what the benchmark asks for: pixel models with a words tokenizer, sampler euler.
 
-Run with Debian's python3 (python3-torch, python3-fastapi, python3-uvicorn, python3-pil):
-  python3 bench/peer/identity_server.py --model-dir build/test-models/test-identity --port 8090
+Run with the project venv (scripts/install-deps.sh: torch, fastapi, uvicorn with uvloop and httptools, pillow):
+  .venv/bin/python bench/peer/identity_server.py --model-dir build/test-models/test-identity --port 8090
 """
 import argparse
 import base64
@@ -243,8 +243,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pipeline = IdentityPipeline(args.model_dir)
-    uvicorn.run(make_app(pipeline), host=args.host, port=args.port, workers=1,
-                access_log=args.access_log, log_level="warning")
+    # uvloop and httptools, as uvicorn[standard] deployments run it (named, so that a missing
+    # package is an error rather than a silent fall-back to asyncio's loop and h11).
+    uvicorn.run(make_app(pipeline), host=args.host, port=args.port, workers=1, loop="uvloop",
+                http="httptools", access_log=args.access_log, log_level="warning")
 
 
 if __name__ == "__main__":

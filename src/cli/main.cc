@@ -9,6 +9,7 @@
 int main(int argc, char** argv) {
   kiln::TuneAllocatorForTensors();
   CLI::App app{"Kiln: image generation serving"};
+  app.set_version_flag("--version", "kiln " KILN_VERSION " (LibTorch " TORCH_VERSION ")");
   app.require_subcommand(1);
 
   kiln::cli::ServeOptions serve;
@@ -85,6 +86,9 @@ int main(int argc, char** argv) {
     cmd->add_option("--idempotency-hours", serve.idempotency_hours,
                     "How long an Idempotency-Key keeps returning its job")
         ->check(CLI::Range(0.0, 1e6));
+    cmd->add_option("--max-concurrent-decodes", serve.max_concurrent_decodes,
+                    "Uploaded images decoded at once; the rest wait (each holds up to ~117 MB)")
+        ->check(CLI::Range(1, 64));
     cmd->add_option("--web-dir", serve.web_dir,
                     "Serve the UI from this folder instead of the embedded files (for UI work)")
         ->check(CLI::ExistingDirectory);

@@ -37,7 +37,7 @@ TEST(DistributedFaultTest, KilledAndStoppedWorkersAndABrokerRestartLoseNoJob) {
   RabbitMq broker(dir / "rabbitmq");
   ASSERT_TRUE(broker.started()) << broker.log();
   const int moto_port = FreePort();
-  ChildProcess moto({"moto_server", "-H", "127.0.0.1", "-p", std::to_string(moto_port)},
+  ChildProcess moto({MotoServer(), "-H", "127.0.0.1", "-p", std::to_string(moto_port)},
                     (dir / "moto.log").string());
   const std::string endpoint = "http://127.0.0.1:" + std::to_string(moto_port);
   ASSERT_TRUE(WaitUntil(std::chrono::seconds(60), [&] {

@@ -24,7 +24,7 @@ class S3StoreTest : public ::testing::Test {
     dir_ = new fs::path(fs::temp_directory_path() / ("kiln_s3_" + std::to_string(getpid())));
     fs::create_directories(*dir_);
     port_ = FreePort();
-    moto_ = new ChildProcess({"moto_server", "-H", "127.0.0.1", "-p", std::to_string(port_)},
+    moto_ = new ChildProcess({MotoServer(), "-H", "127.0.0.1", "-p", std::to_string(port_)},
                              (*dir_ / "moto.log").string());
     const bool up = WaitUntil(std::chrono::seconds(60), [] {
       auto r = http::Fetch({"GET", Endpoint() + "/", "", {}, std::chrono::seconds(2)});
@@ -158,7 +158,7 @@ TEST_F(S3StoreTest, AStoreThatDoesNotAnswerMakesTheServerNotReadyUntilItDoes) {
       << down.body;
 
   // The endpoint comes up without the bucket: still not ready, and the reason changes.
-  ChildProcess late({"moto_server", "-H", "127.0.0.1", "-p", std::to_string(port)},
+  ChildProcess late({MotoServer(), "-H", "127.0.0.1", "-p", std::to_string(port)},
                     (*dir_ / "moto-late.log").string());
   HttpResult missing;
   ASSERT_TRUE(WaitUntil(std::chrono::seconds(60), [&] {

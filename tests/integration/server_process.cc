@@ -63,6 +63,11 @@ HttpResult Perform(CURL* curl, const std::string& url) {
 
 std::string KilnBinary() { return std::string(KILN_BINARY_DIR) + "/kiln"; }
 
+std::string MotoServer() {
+  const std::string venv = std::string(KILN_VENV_BIN) + "/moto_server";
+  return std::filesystem::exists(venv) ? venv : "moto_server";
+}
+
 std::string TestModelsDir() {
   const char* dir = std::getenv("KILN_TEST_MODELS");
   return dir ? dir : std::string(KILN_BINARY_DIR) + "/test-models";

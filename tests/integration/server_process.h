@@ -16,6 +16,9 @@
 namespace kiln::testing {
 
 std::string KilnBinary();
+// moto_server (the S3 API for the store tests) from the project venv, where install-deps.sh puts
+// it; else whichever is on PATH.
+std::string MotoServer();
 std::string TestModelsDir();
 
 struct HttpResult {

@@ -1,6 +1,6 @@
 """Exports a training checkpoint (EMA weights) as models/tiny-shapes/ in the Kiln model format.
 
-/usr/bin/python3 tools/shapes/export.py --run tools/shapes/runs/main --out models/tiny-shapes
+.venv/bin/python tools/shapes/export.py --run tools/shapes/runs/main --out models/tiny-shapes
 """
 import argparse
 import json

@@ -1,7 +1,7 @@
 """Writes docs/tiny-shapes-grid.png: held-out prompts (top rows) and edits (bottom rows) from the
 exported model, each with its text under it.
 
-/usr/bin/python3 tools/shapes/grid.py --model models/tiny-shapes --out docs/tiny-shapes-grid.png
+.venv/bin/python tools/shapes/grid.py --model models/tiny-shapes --out docs/tiny-shapes-grid.png
 """
 import argparse
 import textwrap

@@ -1,6 +1,6 @@
 """Trains tiny-shapes (text encoder + denoiser) from scratch; resumable.
 
-/usr/bin/python3 tools/shapes/train.py --out tools/shapes/runs/main --iters 20000
+.venv/bin/python tools/shapes/train.py --out tools/shapes/runs/main --iters 20000
 """
 import argparse
 import copy

@@ -4,7 +4,7 @@
 #   nohup bash tools/shapes/train_all.sh > tools/shapes/runs/train_all.log 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")"
-PY=/usr/bin/python3
+PY=${PY:-$(cd ../.. && pwd)/.venv/bin/python}
 STAMP=$(date +%Y%m%d-%H%M%S)
 BASE=runs/fresh-$STAMP
 FT=runs/fresh-$STAMP-edits
