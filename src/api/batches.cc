@@ -4,6 +4,7 @@
 #include "api/handlers.h"
 #include "api/openai_params.h"
 #include "core/ids.h"
+#include "core/json_parse.h"
 #include "core/status_util.h"
 #include "core/strings.h"
 
@@ -71,11 +72,9 @@ http::Response HandleCreateBatch(const ApiContext& ctx, const http::Request& req
           absl::Status(s.code(), StrCat("line ", line_no, ": ", s.message())),
           field.empty() ? StrCat("line ", line_no) : StrCat("line ", line_no, ": ", field));
     };
-    nlohmann::json obj = nlohmann::json::parse(line, nullptr, false);
-    if (obj.is_discarded()) {
-      return ErrorResponse(where(absl::InvalidArgumentError("not valid JSON")));
-    }
-    auto request = ParseJobRequest(obj, *ctx.models, /*batch_line=*/true);
+    auto obj = ParseJsonWithLimits(line, "the request");
+    if (!obj.ok()) return ErrorResponse(where(obj.status()));
+    auto request = ParseJobRequest(*obj, *ctx.models, /*batch_line=*/true);
     if (!request.ok()) return ErrorResponse(where(request.status()));
     sched::JobSubmission s;
     s.model = request->model;

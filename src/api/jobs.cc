@@ -4,6 +4,7 @@
 #include "api/handlers.h"
 #include "api/openai_params.h"
 #include "core/ids.h"
+#include "core/json_parse.h"
 #include "core/status_util.h"
 #include "core/strings.h"
 
@@ -74,11 +75,9 @@ http::Response HandleCreateJob(const ApiContext& ctx, const http::Request& req) 
     if (!parts.ok()) return ErrorResponse(parts.status());
     request = ParseJobForm(*parts, *ctx.models);
   } else {
-    nlohmann::json body = nlohmann::json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-    if (body.is_discarded()) {
-      return ErrorResponse(absl::InvalidArgumentError("the request body is not valid JSON"));
-    }
-    request = ParseJobRequest(body, *ctx.models, /*batch_line=*/false);
+    auto body = ParseJsonWithLimits(req.body, "the request body");
+    if (!body.ok()) return ErrorResponse(body.status());
+    request = ParseJobRequest(*body, *ctx.models, /*batch_line=*/false);
   }
   if (!request.ok()) return ErrorResponse(request.status());
   // A store that takes no writes now (a full disk: 507) would fail the job after accepting it.

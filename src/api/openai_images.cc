@@ -96,6 +96,12 @@ http::Response RunSync(const ApiContext& ctx, ImageRequest request, const http::
   const int64_t deadline = request.deadline_ms > 0 ? UnixMillis() + request.deadline_ms : 0;
   const std::string base_url = BaseUrl(req);
   http::Response r;
+  // Nobody will read the images of a client that left: its rows leave the batch at the next step.
+  r.on_client_gone = [&ctx, item] {
+    item->client_gone = true;
+    item->cancel = true;  // in case it is not admitted yet: a replica drops it on sight
+    ctx.scheduler->Cancel(item->id);
+  };
   r.deferred = [&ctx, item, deadline, base_url,
                 request =
                     std::make_shared<ImageRequest>(std::move(request))](http::Responder respond) {

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "core/ids.h"
+#include "core/json_parse.h"
 #include "core/status_util.h"
 #include "core/strings.h"
 #include "engine/image_codec.h"
@@ -280,10 +281,7 @@ absl::StatusOr<std::optional<double>> FormFields::Double(const std::string& name
 
 absl::StatusOr<ImageRequest> ParseGenerationsRequest(std::string_view json_body,
                                                      const engine::ModelRepository& models) {
-  nlohmann::json body = nlohmann::json::parse(json_body, nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded()) {
-    return absl::InvalidArgumentError("the request body is not valid JSON");
-  }
+  KILN_ASSIGN_OR_RETURN(nlohmann::json body, ParseJsonWithLimits(json_body, "the request body"));
   if (!body.is_object())
     return absl::InvalidArgumentError("the request body must be a JSON object");
   JsonFields fields(body);

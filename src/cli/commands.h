@@ -42,9 +42,10 @@ struct ServeOptions {
   // when it answers TRUE, within at most preemption_grace_seconds.
   std::string preemption_url;
   int preemption_grace_seconds = 20;
-  int exit_when_idle = 0;         // workers: stop after this many seconds with no job (0 = never)
-  double retention_hours = 168;   // finished jobs and their files are deleted after; 0 = never
-  double idempotency_hours = 24;  // an Idempotency-Key names one job for this long
+  int exit_when_idle = 0;          // workers: stop after this many seconds with no job (0 = never)
+  double retention_hours = 168;    // finished jobs and their files are deleted after; 0 = never
+  double idempotency_hours = 24;   // an Idempotency-Key names one job for this long
+  int max_concurrent_decodes = 2;  // uploaded images decoded at once (each up to 4096x4096)
   // Config file only (API keys stay off command lines): bearer token (or "anonymous") ->
   // fair-sharing weight.
   std::map<std::string, double> tenant_weights;

@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 #include "core/allocator.h"
 #include "core/logging.h"
+#include "core/process_limits.h"
 
 int main(int argc, char** argv) {
   kiln::TuneAllocatorForTensors();
@@ -166,6 +167,13 @@ int main(int argc, char** argv) {
                                    : serve.log_level == "error" ? kiln::log::Level::kError
                                                                 : kiln::log::Level::kInfo;
     kiln::log::Init(level, !serve.log_text);
+    // Every connection is a descriptor: take what the hard limit allows (the soft limit is
+    // often 1024), so that the limit is the operator's choice, not the shell's default.
+    if (auto raised = kiln::RaiseOpenFileLimit(); !raised.ok()) {
+      kiln::log::Warn("cannot raise the open-file limit", {{"error", raised.status().ToString()}});
+    } else {
+      kiln::log::Info("open-file limit", {{"limit", *raised}});
+    }
     return kiln::cli::RunServe(serve);
   }
   kiln::log::Init(kiln::log::Level::kWarn, false);

@@ -27,6 +27,7 @@
 #include "core/crypto.h"
 #include "core/logging.h"
 #include "core/strings.h"
+#include "engine/image_codec.h"
 #include "engine/model_repository.h"
 #include "http/client.h"
 #include "http/server.h"
@@ -189,6 +190,8 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o, const Ser
         set_int(o.preemption_grace_seconds, d.preemption_grace_seconds);
       else if (key == "exit_when_idle")
         set_int(o.exit_when_idle, d.exit_when_idle);
+      else if (key == "max_concurrent_decodes")
+        set_int(o.max_concurrent_decodes, d.max_concurrent_decodes);
       else if (key == "retention_hours" && o.retention_hours == d.retention_hours)
         o.retention_hours = kv.second.as<double>();
       else if (key == "idempotency_hours" && o.idempotency_hours == d.idempotency_hours)
@@ -228,7 +231,8 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o, const Ser
       {"max_queued_sync", o.max_queued_sync, 1, 100000},
       {"idle_spin_us", o.idle_spin_us, 0, 100000},
       {"preemption_grace_seconds", o.preemption_grace_seconds, 0, 3600},
-      {"exit_when_idle", o.exit_when_idle, 0, 86400}};
+      {"exit_when_idle", o.exit_when_idle, 0, 86400},
+      {"max_concurrent_decodes", o.max_concurrent_decodes, 1, 64}};
   for (const auto& [key, value, lo, hi] : ints) {
     if (value < lo || value > hi) {
       return StrCat(path, ": key '", key, "': must be in ", lo, "..", hi);
@@ -247,6 +251,7 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o, const Ser
 }
 
 int RunServe(ServeOptions o) {
+  engine::SetMaxConcurrentDecodes(o.max_concurrent_decodes);
   const bool distributed = o.queue.rfind("amqp://", 0) == 0;
   if (o.role != "all" && !distributed) {
     log::Error("--role gateway and --role worker need a shared queue: --queue amqp://...",

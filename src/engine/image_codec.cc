@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
+#include "absl/synchronization/mutex.h"
 #include "core/strings.h"
 #include "stb_image.h"
 
@@ -35,7 +37,142 @@ void PngRead(png_structp png, png_bytep data, png_size_t len) {
   st->pos += len;
 }
 
+// RGBA8 -> img.rgb (sized already), composited over white: transparent regions become white,
+// as in most editors.
+void CompositeOverWhite(const uint8_t* rgba, Image& img) {
+  for (size_t i = 0; i < static_cast<size_t>(img.width) * img.height; ++i) {
+    const int a = rgba[i * 4 + 3];
+    for (int c = 0; c < 3; ++c) {
+      img.rgb[i * 3 + c] =
+          static_cast<uint8_t>((rgba[i * 4 + c] * a + 255 * (255 - a) + 127) / 255);
+    }
+  }
+}
+
+// At most `limit` images are decoded at once; the rest wait their turn.
+struct DecodeGate {
+  absl::Mutex mu;
+  int running ABSL_GUARDED_BY(mu) = 0;
+  int limit ABSL_GUARDED_BY(mu) = 2;
+  bool Free() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return running < limit; }
+};
+
+DecodeGate& Gate() {
+  static DecodeGate* gate = new DecodeGate;
+  return *gate;
+}
+
+class DecodeSlot {
+ public:
+  DecodeSlot() {
+    DecodeGate& g = Gate();
+    absl::MutexLock lock(&g.mu);
+    g.mu.Await(absl::Condition(&g, &DecodeGate::Free));
+    ++g.running;
+  }
+  ~DecodeSlot() {
+    DecodeGate& g = Gate();
+    absl::MutexLock lock(&g.mu);
+    --g.running;
+  }
+  DecodeSlot(const DecodeSlot&) = delete;
+  DecodeSlot& operator=(const DecodeSlot&) = delete;
+};
+
 bool IsPng(std::string_view b) { return b.size() >= 8 && b.substr(0, 8) == "\x89PNG\r\n\x1a\n"; }
+
+// A PNG decoded by libpng's progressive reader into RGBA8. The data is fed in small pieces and
+// inflated only into row buffers, so the output can never exceed the declared size: compressed
+// data beyond the last row is skipped, not inflated (a 1x1 image that inflates to gigabytes
+// costs one row). Text, profile and other ancillary chunks are skipped unread.
+struct PngDecodeState {
+  int64_t max_pixels = 0;
+  int width = 0;
+  int height = 0;
+  std::vector<uint8_t> rgba;
+  bool ended = false;    // IEND was reached
+  char error[160] = {};  // set before a longjmp
+};
+
+[[noreturn]] void PngDecodeError(png_structp png, png_const_charp message) {
+  auto* st = static_cast<PngDecodeState*>(png_get_error_ptr(png));
+  std::snprintf(st->error, sizeof(st->error), "%s", message);
+  png_longjmp(png, 1);
+}
+
+void PngDecodeWarning(png_structp, png_const_charp) {}
+
+void PngDecodeInfo(png_structp png, png_infop info) {
+  auto* st = static_cast<PngDecodeState*>(png_get_progressive_ptr(png));
+  png_uint_32 w = 0, h = 0;
+  int depth = 0, color = 0, interlace = 0;
+  png_get_IHDR(png, info, &w, &h, &depth, &color, &interlace, nullptr, nullptr);
+  if (w == 0 || h == 0 || static_cast<int64_t>(w) * h > st->max_pixels) {
+    std::snprintf(st->error, sizeof(st->error), "the image is %ux%u; the limit is %lld pixels", w,
+                  h, static_cast<long long>(st->max_pixels));
+    png_longjmp(png, 1);
+  }
+  png_set_expand(png);  // palette -> RGB, low bit depths -> 8, tRNS -> alpha
+  png_set_strip_16(png);
+  png_set_gray_to_rgb(png);
+  png_set_add_alpha(png, 0xFF, PNG_FILLER_AFTER);
+  png_set_interlace_handling(png);
+  png_read_update_info(png, info);
+  if (png_get_rowbytes(png, info) != static_cast<size_t>(w) * 4) {
+    png_error(png, "unsupported pixel layout");
+  }
+  st->width = static_cast<int>(w);
+  st->height = static_cast<int>(h);
+  st->rgba.assign(static_cast<size_t>(w) * h * 4, 0);
+}
+
+void PngDecodeRow(png_structp png, png_bytep row, png_uint_32 row_num, int) {
+  auto* st = static_cast<PngDecodeState*>(png_get_progressive_ptr(png));
+  if (row == nullptr || row_num >= static_cast<png_uint_32>(st->height)) return;
+  png_progressive_combine_row(png, st->rgba.data() + static_cast<size_t>(row_num) * st->width * 4,
+                              row);
+}
+
+void PngDecodeEnd(png_structp png, png_infop) {
+  static_cast<PngDecodeState*>(png_get_progressive_ptr(png))->ended = true;
+}
+
+// REQUIRES: IsPng(bytes).
+absl::StatusOr<Image> DecodePng(std::string_view bytes, int64_t max_pixels) {
+  PngDecodeState st;
+  st.max_pixels = max_pixels;
+  png_structp png =
+      png_create_read_struct(PNG_LIBPNG_VER_STRING, &st, PngDecodeError, PngDecodeWarning);
+  if (!png) return absl::InternalError("png_create_read_struct failed");
+  png_infop info = png_create_info_struct(png);
+  // libpng reports errors by longjmp; nothing with a destructor is made between here and there.
+  if (!info || setjmp(png_jmpbuf(png))) {
+    png_destroy_read_struct(&png, &info, nullptr);
+    return absl::InvalidArgumentError(StrCat("the image cannot be decoded: ", st.error));
+  }
+  // Ancillary chunks are never needed for the pixels, and some are compressed (zTXt, iTXt,
+  // iCCP): skip them all unread. tRNS and the IHDR/PLTE/IDAT chunks are still handled.
+  static const png_byte kSkipped[] = "tEXt\0zTXt\0iTXt\0iCCP\0sPLT\0eXIf\0tIME\0hIST\0pCAL\0sCAL\0";
+  png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, nullptr, 0);
+  png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, kSkipped,
+                              static_cast<int>((sizeof(kSkipped) - 1) / 5));
+  png_set_chunk_malloc_max(png, 1 << 20);
+  png_set_benign_errors(png, 1);  // e.g. compressed data past the image: skipped, not an error
+  png_set_progressive_read_fn(png, &st, PngDecodeInfo, PngDecodeRow, PngDecodeEnd);
+  constexpr size_t kPiece = 16 << 10;
+  for (size_t pos = 0; pos < bytes.size() && !st.ended; pos += kPiece) {
+    const size_t n = std::min(kPiece, bytes.size() - pos);
+    png_process_data(png, info, reinterpret_cast<png_bytep>(const_cast<char*>(bytes.data() + pos)),
+                     n);
+  }
+  png_destroy_read_struct(&png, &info, nullptr);
+  if (!st.ended) return absl::InvalidArgumentError("the image cannot be decoded: truncated PNG");
+  Image img{st.width, st.height,
+            std::vector<uint8_t>(static_cast<size_t>(st.width) * st.height * 3)};
+  CompositeOverWhite(st.rgba.data(), img);
+  return img;
+}
+
 bool IsJpeg(std::string_view b) {
   return b.size() >= 3 && static_cast<unsigned char>(b[0]) == 0xFF &&
          static_cast<unsigned char>(b[1]) == 0xD8 && static_cast<unsigned char>(b[2]) == 0xFF;
@@ -114,6 +251,18 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ReadPngText(
   return out;
 }
 
+void SetMaxConcurrentDecodes(int n) {
+  DecodeGate& g = Gate();
+  absl::MutexLock lock(&g.mu);
+  g.limit = std::max(1, n);
+}
+
+int DecodesRunning() {
+  DecodeGate& g = Gate();
+  absl::MutexLock lock(&g.mu);
+  return g.running;
+}
+
 absl::StatusOr<Image> DecodeImage(std::string_view bytes, const DecodeLimits& limits) {
   if (bytes.empty()) return absl::InvalidArgumentError("the image is empty");
   if (bytes.size() > limits.max_bytes) {
@@ -123,6 +272,10 @@ absl::StatusOr<Image> DecodeImage(std::string_view bytes, const DecodeLimits& li
   if (!IsPng(bytes) && !IsJpeg(bytes)) {
     return absl::InvalidArgumentError("the image is not a PNG or JPEG file");
   }
+  // N requests decoding at once must not multiply the peak: each decode holds up to the
+  // declared size (RGBA and RGB) until it ends.
+  DecodeSlot slot;
+  if (IsPng(bytes)) return DecodePng(bytes, limits.max_pixels);
   const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int len = static_cast<int>(bytes.size());
   int w = 0, h = 0, comp = 0;
@@ -140,13 +293,7 @@ absl::StatusOr<Image> DecodeImage(std::string_view bytes, const DecodeLimits& li
         StrCat("the image cannot be decoded: ", stbi_failure_reason()));
   }
   Image img{w, h, std::vector<uint8_t>(static_cast<size_t>(w) * h * 3)};
-  for (size_t i = 0; i < static_cast<size_t>(w) * h; ++i) {
-    const int a = px[i * 4 + 3];
-    for (int c = 0; c < 3; ++c) {
-      // Composite over white: transparent regions become white, as in most editors.
-      img.rgb[i * 3 + c] = static_cast<uint8_t>((px[i * 4 + c] * a + 255 * (255 - a) + 127) / 255);
-    }
-  }
+  CompositeOverWhite(px, img);
   stbi_image_free(px);
   return img;
 }

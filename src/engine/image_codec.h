@@ -1,5 +1,6 @@
-// PNG encoding (libpng) with text chunks, and PNG/JPEG decoding (stb_image) with limits on
-// bytes and pixels checked before any pixel memory is allocated. Stateless; thread-safe.
+// PNG encoding (libpng) with text chunks, and PNG (libpng) / JPEG (stb_image) decoding with
+// limits on bytes and pixels checked before any pixel memory is allocated; a PNG is never
+// inflated past its declared size, and few decodes run at once. Thread-safe.
 #pragma once
 
 #include <string>
@@ -22,8 +23,14 @@ absl::StatusOr<std::string> EncodePng(const Image& image,
                                       const std::vector<std::pair<std::string, std::string>>& text);
 
 // Decodes a PNG or JPEG into RGB8 (alpha is composited over white). Errors: InvalidArgument
-// for data that is not a supported image or exceeds the limits.
+// for data that is not a supported image or exceeds the limits. Waits while
+// SetMaxConcurrentDecodes() others are running.
 absl::StatusOr<Image> DecodeImage(std::string_view bytes, const DecodeLimits& limits);
+
+// How many DecodeImage calls may run at once in this process (default 2; at least 1).
+void SetMaxConcurrentDecodes(int n);
+// DecodeImage calls running now (for tests and metrics).
+int DecodesRunning();
 
 // Reads the iTXt/tEXt chunks of a PNG (for tests and tools).
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ReadPngText(std::string_view png);

@@ -1,5 +1,10 @@
 #include "engine/image_codec.h"
 
+#include <png.h>
+#include <zlib.h>
+
+#include <cstring>
+
 #include "gtest/gtest.h"
 
 namespace kiln::engine {
@@ -42,6 +47,112 @@ TEST(ImageCodec, RejectsNonImagesAndLimits) {
   EXPECT_NE(too_many.status().message().find("64x64"), absl::string_view::npos);
   EXPECT_FALSE(DecodeImage(png, {100, 1 << 20}).ok());  // too many bytes
   EXPECT_FALSE(EncodePng(Image{4, 4, {1, 2, 3}}, {}).ok());
+}
+
+// A PNG of any colour type, bit depth and interlacing, written by libpng from 8-bit samples
+// (`channels` per pixel: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA).
+std::string WritePng(int w, int h, int color_type, int channels, bool interlaced,
+                     const std::vector<uint8_t>& samples) {
+  std::string out;
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  png_infop info = png_create_info_struct(png);
+  if (setjmp(png_jmpbuf(png))) {
+    png_destroy_write_struct(&png, &info);
+    return "";
+  }
+  png_set_write_fn(
+      png, &out,
+      [](png_structp p, png_bytep data, png_size_t n) {
+        static_cast<std::string*>(png_get_io_ptr(p))->append(reinterpret_cast<char*>(data), n);
+      },
+      [](png_structp) {});
+  png_set_IHDR(png, info, w, h, 8, color_type,
+               interlaced ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+               PNG_FILTER_TYPE_DEFAULT);
+  png_text text{};
+  text.compression = PNG_TEXT_COMPRESSION_zTXt;
+  text.key = const_cast<char*>("Comment");
+  text.text = const_cast<char*>("compressed text chunks are skipped unread");
+  png_set_text(png, info, &text, 1);
+  png_write_info(png, info);
+  std::vector<png_bytep> rows(h);
+  for (int y = 0; y < h; ++y) {
+    rows[y] = const_cast<png_bytep>(samples.data() + static_cast<size_t>(y) * w * channels);
+  }
+  png_write_image(png, rows.data());
+  png_write_end(png, nullptr);
+  png_destroy_write_struct(&png, &info);
+  return out;
+}
+
+TEST(ImageCodec, DecodesGrayAlphaAndInterlacedPngs) {
+  const int w = 13, h = 7;
+  std::vector<uint8_t> gray(w * h), rgba(w * h * 4);
+  for (int i = 0; i < w * h; ++i) {
+    gray[i] = static_cast<uint8_t>(i * 3);
+    rgba[i * 4 + 0] = static_cast<uint8_t>(i);
+    rgba[i * 4 + 1] = static_cast<uint8_t>(255 - i);
+    rgba[i * 4 + 2] = static_cast<uint8_t>(i * 5);
+    rgba[i * 4 + 3] = i % 2 ? 255 : 0;  // opaque, or fully transparent (white)
+  }
+  for (bool interlaced : {false, true}) {
+    auto g = DecodeImage(WritePng(w, h, PNG_COLOR_TYPE_GRAY, 1, interlaced, gray), {});
+    ASSERT_TRUE(g.ok()) << g.status();
+    ASSERT_EQ(g->width, w);
+    ASSERT_EQ(g->height, h);
+    for (int i = 0; i < w * h; ++i) {
+      for (int c = 0; c < 3; ++c) ASSERT_EQ(g->rgb[i * 3 + c], gray[i]) << i << " " << interlaced;
+    }
+    auto a = DecodeImage(WritePng(w, h, PNG_COLOR_TYPE_RGBA, 4, interlaced, rgba), {});
+    ASSERT_TRUE(a.ok()) << a.status();
+    for (int i = 0; i < w * h; ++i) {
+      for (int c = 0; c < 3; ++c) {
+        ASSERT_EQ(a->rgb[i * 3 + c], i % 2 ? rgba[i * 4 + c] : 255) << i << " " << interlaced;
+      }
+    }
+  }
+  EXPECT_EQ(DecodesRunning(), 0);
+}
+
+TEST(ImageCodec, APngIsNeverInflatedPastItsDeclaredSize) {
+  // A 1x1 RGB image whose data stream goes on for 256 MiB of zeros after its one row.
+  const size_t inflated = size_t{256} << 20;
+  std::vector<unsigned char> zeros(inflated, 0);
+  uLongf compressed_size = compressBound(static_cast<uLong>(inflated));
+  std::string compressed(compressed_size, '\0');
+  ASSERT_EQ(compress2(reinterpret_cast<Bytef*>(compressed.data()), &compressed_size, zeros.data(),
+                      static_cast<uLong>(inflated), 9),
+            Z_OK);
+  compressed.resize(compressed_size);
+  zeros = {};
+  auto be32 = [](uint32_t v) {
+    return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16),
+                       static_cast<char>(v >> 8), static_cast<char>(v)};
+  };
+  auto chunk = [&](const std::string& type, const std::string& data) {
+    const std::string td = type + data;
+    return be32(static_cast<uint32_t>(data.size())) + td +
+           be32(static_cast<uint32_t>(
+               crc32(0, reinterpret_cast<const Bytef*>(td.data()), static_cast<uInt>(td.size()))));
+  };
+  const std::string png =
+      std::string("\x89PNG\r\n\x1a\n", 8) +
+      chunk("IHDR", be32(1) + be32(1) + std::string("\x08\x02\x00\x00\x00", 5)) +
+      chunk("IDAT", compressed) + chunk("IEND", "");
+  auto img = DecodeImage(png, {});
+  ASSERT_TRUE(img.ok()) << img.status();
+  EXPECT_EQ(img->width, 1);
+  EXPECT_EQ(img->rgb, std::vector<uint8_t>(3, 0));
+
+  // A declared size over the limit is refused before any pixel memory.
+  std::string huge = png;
+  const std::string ihdr =
+      chunk("IHDR", be32(100000) + be32(100000) + std::string("\x08\x02\x00\x00\x00", 5));
+  huge.replace(8, ihdr.size(), ihdr);
+  auto refused = DecodeImage(huge, {});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("100000x100000; the limit is"), std::string::npos)
+      << refused.status();
 }
 
 TEST(ImageCodec, ResizeKeepsFlatColour) {

@@ -59,6 +59,10 @@ struct Response {
   // When set, everything else is ignored: the server calls it with a Responder, and the handler
   // thread is free while the answer is being prepared (a sync generation waiting its turn).
   std::function<void(Responder)> deferred;
+  // With `deferred`: called once, on an I/O thread, when the client closes the connection before
+  // the answer is sent, so that the work behind it can stop (the answer must still be sent; it is
+  // dropped). Not called for a client that merely sends its next request early.
+  std::function<void()> on_client_gone;
 
   static Response Json(int status, std::string body);
 };

@@ -1,5 +1,9 @@
 #include "http/server.h"
 
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
@@ -34,10 +38,27 @@ struct Server::Impl {
   absl::Mutex mu;
   bool shut_down ABSL_GUARDED_BY(mu) = false;
   uint16_t port = 0;
+  // Out of descriptors: a spare one (on /dev/null) is given up to accept and close the
+  // connections waiting in the backlog, so clients are told at once instead of hanging, and
+  // accepting pauses before it tries again. Touched only by the accept chain (one at a time).
+  int reserve_fd = -1;
+  asio::steady_timer accept_pause{ioc};
+  std::chrono::steady_clock::time_point last_fd_warning{};
+  int64_t shed_since_warning = 0;
+  int64_t failures_since_warning = 0;
 
   explicit Impl(const ServerOptions& o) : options(o), handlers(o.handler_threads) {}
+  ~Impl() {
+    if (reserve_fd >= 0) ::close(reserve_fd);
+  }
 
   void Accept();
+  // After accept failed with EMFILE/ENFILE: sheds the backlog, warns at most every 10 s, and
+  // resumes accepting after a pause.
+  void OutOfDescriptors(const beast::error_code& ec);
+  // Runs the I/O loop until the server stops; an exception that escapes a handler (a parser
+  // throwing on hostile input) is logged and costs only its own connection.
+  void RunIo();
 };
 
 namespace {
@@ -45,7 +66,19 @@ namespace {
 // One connection: read a request, run its handler on the pool, write the response, repeat.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, Server::Impl* server) : stream_(std::move(socket)), server_(server) {}
+  // The read buffer is bounded by the header limit: the header, each chunk-size line (with its
+  // extensions) and the trailer section must each fit in it at once, so none can exceed the
+  // limit; the body streams through it.
+  Session(tcp::socket socket, Server::Impl* server)
+      : stream_(std::move(socket)), server_(server), buffer_(server->options.max_header_bytes) {
+    chunk_header_ = [this](uint64_t, beast::string_view extensions, beast::error_code& ec) {
+      extension_bytes_ += extensions.size();
+      if (extension_bytes_ > server_->options.max_header_bytes) {
+        extensions_over_ = true;
+        ec = bhttp::error::bad_chunk_extension;
+      }
+    };
+  }
 
   void Run() {
     // Synchronous writes (Respond) must never wait for a slow client; asynchronous operations
@@ -62,6 +95,10 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->body_limit(server_->options.max_body_bytes);
     parser_->header_limit(static_cast<uint32_t>(server_->options.max_header_bytes));
+    // Chunk extensions of all chunks together count against the header limit too.
+    extension_bytes_ = 0;
+    extensions_over_ = false;
+    parser_->on_chunk_header(chunk_header_);
     stream_.expires_after(first_request_ ? server_->options.read_timeout
                                          : server_->options.idle_timeout);
     bhttp::async_read(stream_, buffer_, *parser_,
@@ -80,6 +117,14 @@ class Session : public std::enable_shared_from_this<Session> {
                                     server_->options.max_body_bytes, " bytes"));
     }
     if (ec == bhttp::error::header_limit) return WriteError(431, "request headers are too large");
+    if (extensions_over_) {
+      return WriteError(431, StrCat("chunk extensions exceed the limit of ",
+                                    server_->options.max_header_bytes, " bytes"));
+    }
+    if (ec == bhttp::error::buffer_overflow) {
+      return WriteError(431, StrCat("a header section, chunk header or trailer section exceeds ",
+                                    "the limit of ", server_->options.max_header_bytes, " bytes"));
+    }
     if (ec) return WriteError(400, StrCat("malformed HTTP request: ", ec.message()));
 
     auto req = parser_->release();
@@ -133,6 +178,12 @@ class Session : public std::enable_shared_from_this<Session> {
     if (response.deferred) {
       auto deferred = std::move(response.deferred);
       auto once = std::make_shared<std::atomic<bool>>(false);
+      if (response.on_client_gone) {
+        asio::dispatch(stream_.get_executor(), [self = shared_from_this(), once,
+                                                gone = std::move(response.on_client_gone)] {
+          self->WatchForHangUp(once, gone);
+        });
+      }
       deferred([self = shared_from_this(), once](Response later) {
         if (once->exchange(true)) return;
         self->Respond(std::move(later));
@@ -140,6 +191,28 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     Respond(std::move(response));
+  }
+
+  // While a deferred answer is being prepared nothing reads the socket; wait for it to become
+  // readable and look without consuming: end of stream or an error means the client has gone
+  // (`gone` runs once); data means it sent its next request early, and watching stops. Nothing
+  // happens once the answer is under way (`answered`).
+  void WatchForHangUp(std::shared_ptr<std::atomic<bool>> answered, std::function<void()> gone) {
+    if (*answered) return;
+    stream_.socket().async_wait(
+        tcp::socket::wait_read, [self = shared_from_this(), answered,
+                                 gone = std::move(gone)](beast::error_code ec) mutable {
+          if (ec || *answered) return;  // closed or cancelled by the session itself, or answered
+          char byte;
+          const ssize_t n =
+              ::recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+          if (n > 0) return;
+          if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            return self->WatchForHangUp(std::move(answered), std::move(gone));
+          }
+          if (answered->load()) return;
+          gone();
+        });
   }
 
   // Answers the request (from any thread). A plain response is written right here, on the thread
@@ -299,6 +372,10 @@ class Session : public std::enable_shared_from_this<Session> {
   Server::Impl* server_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  // Counts chunk-extension bytes (the parser keeps a reference to it).
+  std::function<void(uint64_t, beast::string_view, beast::error_code&)> chunk_header_;
+  size_t extension_bytes_ = 0;
+  bool extensions_over_ = false;
   std::optional<std::string> remote_;  // the peer's address
   bool keep_alive_ = true;
   bool first_request_ = true;
@@ -316,6 +393,10 @@ void Server::Impl::Accept() {
   acceptor.async_accept(asio::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
     if (ec) {
       if (ec == asio::error::operation_aborted || stopping) return;
+      if (ec == asio::error::no_descriptors ||
+          ec == beast::error_code(ENFILE, boost::system::system_category())) {
+        return OutOfDescriptors(ec);
+      }
       log::Warn("accept failed", {{"error", ec.message()}});
     } else {
       std::make_shared<Session>(std::move(socket), this)->Run();
@@ -324,14 +405,64 @@ void Server::Impl::Accept() {
   });
 }
 
+void Server::Impl::OutOfDescriptors(const beast::error_code& ec) {
+  ++failures_since_warning;
+  if (reserve_fd >= 0) {
+    ::close(reserve_fd);
+    reserve_fd = -1;
+    // The freed descriptor takes one waiting connection at a time; each is closed at once.
+    for (int i = 0; i < 4096; ++i) {
+      const int fd = ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) break;
+      ::close(fd);
+      ++shed_since_warning;
+    }
+    reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_fd_warning >= std::chrono::seconds(10)) {
+    log::Warn("out of file descriptors: connections are being refused",
+              {{"error", ec.message()},
+               {"failed_accepts", failures_since_warning},
+               {"connections_shed", shed_since_warning},
+               {"in_flight", in_flight.load()}});
+    last_fd_warning = now;
+    failures_since_warning = 0;
+    shed_since_warning = 0;
+  }
+  // Accepting again at once would fail again at once: the descriptors come back only as
+  // connections end.
+  accept_pause.expires_after(std::chrono::milliseconds(100));
+  accept_pause.async_wait([this](beast::error_code wait_ec) {
+    if (!wait_ec && !stopping) Accept();
+  });
+}
+
+void Server::Impl::RunIo() {
+  for (;;) {
+    try {
+      ioc.run();
+      return;
+    } catch (const std::exception& e) {
+      log::Error("an I/O handler threw; its connection is closed", {{"error", e.what()}});
+    }
+  }
+}
+
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Server::~Server() { Shutdown(std::chrono::seconds(5)); }
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options,
                                                       const Router& router) {
+  // Beast stores a field in at most 64 KiB; a header limit under that keeps every header and
+  // trailer field a parse error instead of an exception.
+  if (options.max_header_bytes < 1024 || options.max_header_bytes > (60 << 10)) {
+    return absl::InvalidArgumentError(StrCat("max_header_bytes must be 1024..", 60 << 10));
+  }
   auto impl = std::make_unique<Impl>(options);
   impl->router = &router;
+  impl->reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   beast::error_code ec;
   auto address = asio::ip::make_address(options.host, ec);
   if (ec) return absl::InvalidArgumentError(StrCat("bad host '", options.host, "'"));
@@ -348,7 +479,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   impl->work.emplace(impl->ioc.get_executor());
   impl->Accept();
   for (int i = 0; i < std::max(1, options.io_threads); ++i) {
-    impl->io_threads.emplace_back([ioc = &impl->ioc] { ioc->run(); });
+    impl->io_threads.emplace_back([impl = impl.get()] { impl->RunIo(); });
   }
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
@@ -367,6 +498,7 @@ void Server::Shutdown(std::chrono::milliseconds drain) {
   asio::post(impl_->ioc, [impl = impl_.get()] {
     beast::error_code ec;
     impl->acceptor.close(ec);
+    impl->accept_pause.cancel();
   });
   // Let requests already being handled finish and their responses go out.
   const auto deadline = std::chrono::steady_clock::now() + drain;

@@ -16,7 +16,9 @@ struct KilnMetrics {
   // Requests from admission to their images (sync) or from submission to their images (jobs).
   Family<Histogram>& request_duration;  // model, kind = sync | job
   Family<Counter>& images;              // model
-  Family<Counter>& requests_finished;   // model, kind, outcome = succeeded | failed | cancelled
+  // model, kind, outcome = succeeded | failed | cancelled | client_gone (a sync request whose
+  // client closed its connection first) | handed_back
+  Family<Counter>& requests_finished;
   // The replica step loop.
   Family<Histogram>& batch_rows;        // model: denoiser rows in one step
   Family<Histogram>& step_duration;     // model: one denoiser call for the whole batch

@@ -67,7 +67,7 @@ struct Scheduler::Lane final : public WorkSource {
             .Observe(static_cast<double>(UnixMillis() - item.accepted_ms) / 1000.0);
       }
     } else if (absl::IsCancelled(result.status())) {
-      outcome = "cancelled";
+      outcome = item.client_gone ? "client_gone" : "cancelled";
     } else if (absl::IsUnavailable(result.status())) {
       outcome = "handed_back";
     }

@@ -33,6 +33,8 @@ struct WorkItem {
   std::function<bool()> wants_preview;
 
   std::atomic<bool> cancel{false};
+  // Set with `cancel` when the client of a sync request closed its connection: counted apart.
+  std::atomic<bool> client_gone{false};
   std::atomic<int> step{0};
   std::atomic<int> num_steps{0};
 
