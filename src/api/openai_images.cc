@@ -85,6 +85,9 @@ http::Response RunSync(const ApiContext& ctx, ImageRequest request, const http::
   item->tenant = TenantOf(req);
   item->accepted_ms = UnixMillis();
   item->trace = req.trace;
+  // Nobody will read the images of a client that left: the replica asks at admission and at
+  // every step, and the rows leave the batch.
+  item->client_left = req.client_left;
   auto cost = ctx.scheduler->EstimateCost(request.model, request.generation);
   if (!cost.ok()) return ErrorResponse(cost.status());
   item->cost = *cost;
@@ -96,18 +99,18 @@ http::Response RunSync(const ApiContext& ctx, ImageRequest request, const http::
   const int64_t deadline = request.deadline_ms > 0 ? UnixMillis() + request.deadline_ms : 0;
   const std::string base_url = BaseUrl(req);
   http::Response r;
-  // Nobody will read the images of a client that left: its rows leave the batch at the next step.
-  r.on_client_gone = [&ctx, item] {
-    item->client_gone = true;
-    item->cancel = true;  // in case it is not admitted yet: a replica drops it on sight
-    ctx.scheduler->Cancel(item->id);
-  };
   r.deferred = [&ctx, item, deadline, base_url,
                 request =
                     std::make_shared<ImageRequest>(std::move(request))](http::Responder respond) {
     const auto start = std::chrono::steady_clock::now();
     item->on_done = [&ctx, request, base_url, respond, start](
                         sched::WorkItem& w, absl::StatusOr<std::vector<engine::Image>> images) {
+      if (!images.ok() && w.client_gone) {
+        log::Info("generation cancelled: the client closed its connection",
+                  {{"id", w.id}, {"trace_id", w.trace.trace_id}, {"model", request->model}});
+        respond(ErrorResponse(images.status()));  // dropped by the server
+        return;
+      }
       if (!images.ok()) {
         log::Error("generation failed", {{"id", w.id},
                                          {"trace_id", w.trace.trace_id},

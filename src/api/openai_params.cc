@@ -16,6 +16,9 @@ namespace {
 
 constexpr size_t kMaxImageBytes = 16 << 20;
 constexpr int64_t kMaxImagePixels = 4096 * 4096;
+// A request whose upload waits longer than this for a decoding slot gets a 503 (the handler
+// thread it holds is shared with every other request).
+constexpr int64_t kMaxDecodeWaitMs = 10000;
 
 size_t Utf8Chars(std::string_view s) {
   return std::count_if(s.begin(), s.end(), [](char c) { return (c & 0xC0) != 0x80; });
@@ -156,7 +159,9 @@ absl::StatusOr<ImageRequest> ParseCommon(const FieldSource& f,
 // The input image (out.image_bytes) and how it conditions the request: mode edit|img2img.
 absl::Status ParseConditioning(const FieldSource& fields, ImageRequest& out) {
   const engine::ModelSpec& spec = *out.spec;
-  auto decoded = engine::DecodeImage(out.image_bytes, {kMaxImageBytes, kMaxImagePixels});
+  auto decoded =
+      engine::DecodeImage(out.image_bytes, {kMaxImageBytes, kMaxImagePixels, kMaxDecodeWaitMs});
+  if (absl::IsUnavailable(decoded.status())) return decoded.status();  // busy: 503, retry
   if (!decoded.ok()) return InvalidField("image", StrCat("'image': ", decoded.status().message()));
 
   KILN_ASSIGN_OR_RETURN(std::optional<std::string> mode, fields.String("mode"));

@@ -7,7 +7,9 @@
 #include <cstdio>
 #include <cstring>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/synchronization/mutex.h"
+#include "core/status_util.h"
 #include "core/strings.h"
 #include "stb_image.h"
 
@@ -53,6 +55,7 @@ void CompositeOverWhite(const uint8_t* rgba, Image& img) {
 struct DecodeGate {
   absl::Mutex mu;
   int running ABSL_GUARDED_BY(mu) = 0;
+  int waiting ABSL_GUARDED_BY(mu) = 0;
   int limit ABSL_GUARDED_BY(mu) = 2;
   bool Free() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return running < limit; }
 };
@@ -62,29 +65,42 @@ DecodeGate& Gate() {
   return *gate;
 }
 
-class DecodeSlot {
- public:
-  DecodeSlot() {
-    DecodeGate& g = Gate();
-    absl::MutexLock lock(&g.mu);
+// Takes a decoding slot (see DecodeLimits::max_wait_ms); Release() gives it back.
+absl::Status AcquireDecodeSlot(int64_t max_wait_ms) {
+  DecodeGate& g = Gate();
+  absl::MutexLock lock(&g.mu);
+  const auto busy = [] {
+    return WithRetryAfter(
+        absl::UnavailableError("too many images are being decoded; retry shortly"), 1);
+  };
+  // Each waiter holds a handler thread: a bounded wait also bounds how many wait.
+  if (max_wait_ms >= 0 && !g.Free() && g.waiting >= 4 * g.limit) return busy();
+  ++g.waiting;
+  bool free = true;
+  if (max_wait_ms < 0) {
     g.mu.Await(absl::Condition(&g, &DecodeGate::Free));
-    ++g.running;
+  } else {
+    free = g.mu.AwaitWithTimeout(absl::Condition(&g, &DecodeGate::Free),
+                                 absl::Milliseconds(max_wait_ms));
   }
-  ~DecodeSlot() {
-    DecodeGate& g = Gate();
-    absl::MutexLock lock(&g.mu);
-    --g.running;
-  }
-  DecodeSlot(const DecodeSlot&) = delete;
-  DecodeSlot& operator=(const DecodeSlot&) = delete;
-};
+  --g.waiting;
+  if (!free) return busy();
+  ++g.running;
+  return absl::OkStatus();
+}
+
+void ReleaseDecodeSlot() {
+  DecodeGate& g = Gate();
+  absl::MutexLock lock(&g.mu);
+  --g.running;
+}
 
 bool IsPng(std::string_view b) { return b.size() >= 8 && b.substr(0, 8) == "\x89PNG\r\n\x1a\n"; }
 
 // A PNG decoded by libpng's progressive reader into RGBA8. The data is fed in small pieces and
 // inflated only into row buffers, so the output can never exceed the declared size: compressed
 // data beyond the last row is skipped, not inflated (a 1x1 image that inflates to gigabytes
-// costs one row). Text, profile and other ancillary chunks are skipped unread.
+// costs one row). Text, profile and other ancillary chunks are skipped.
 struct PngDecodeState {
   int64_t max_pixels = 0;
   int width = 0;
@@ -138,7 +154,7 @@ void PngDecodeEnd(png_structp png, png_infop) {
 }
 
 // REQUIRES: IsPng(bytes).
-absl::StatusOr<Image> DecodePng(std::string_view bytes, int64_t max_pixels) {
+absl::StatusOr<Image> DecodePng(std::string_view bytes, int64_t max_pixels, size_t max_bytes) {
   PngDecodeState st;
   st.max_pixels = max_pixels;
   png_structp png =
@@ -151,12 +167,14 @@ absl::StatusOr<Image> DecodePng(std::string_view bytes, int64_t max_pixels) {
     return absl::InvalidArgumentError(StrCat("the image cannot be decoded: ", st.error));
   }
   // Ancillary chunks are never needed for the pixels, and some are compressed (zTXt, iTXt,
-  // iCCP): skip them all unread. tRNS and the IHDR/PLTE/IDAT chunks are still handled.
+  // iCCP): skip them all, never inflated. tRNS and the IHDR/PLTE/IDAT chunks are still handled.
   static const png_byte kSkipped[] = "tEXt\0zTXt\0iTXt\0iCCP\0sPLT\0eXIf\0tIME\0hIST\0pCAL\0sCAL\0";
   png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, nullptr, 0);
   png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, kSkipped,
                               static_cast<int>((sizeof(kSkipped) - 1) / 5));
-  png_set_chunk_malloc_max(png, 1 << 20);
+  // libpng checks every chunk's length against this, skipped ones included (a large XMP or
+  // profile chunk is legitimate); the input itself is already bounded by max_bytes.
+  png_set_chunk_malloc_max(png, max_bytes);
   png_set_benign_errors(png, 1);  // e.g. compressed data past the image: skipped, not an error
   png_set_progressive_read_fn(png, &st, PngDecodeInfo, PngDecodeRow, PngDecodeEnd);
   constexpr size_t kPiece = 16 << 10;
@@ -274,8 +292,9 @@ absl::StatusOr<Image> DecodeImage(std::string_view bytes, const DecodeLimits& li
   }
   // N requests decoding at once must not multiply the peak: each decode holds up to the
   // declared size (RGBA and RGB) until it ends.
-  DecodeSlot slot;
-  if (IsPng(bytes)) return DecodePng(bytes, limits.max_pixels);
+  KILN_RETURN_IF_ERROR(AcquireDecodeSlot(limits.max_wait_ms));
+  absl::Cleanup release = [] { ReleaseDecodeSlot(); };
+  if (IsPng(bytes)) return DecodePng(bytes, limits.max_pixels, limits.max_bytes);
   const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int len = static_cast<int>(bytes.size());
   int w = 0, h = 0, comp = 0;

@@ -16,6 +16,10 @@ namespace kiln::engine {
 struct DecodeLimits {
   size_t max_bytes = 16 << 20;
   int64_t max_pixels = 4096 * 4096;
+  // How long to wait for one of the SetMaxConcurrentDecodes() slots: -1 waits as long as it
+  // takes (jobs, the CLI); otherwise Unavailable (with a Retry-After) after this long, or at once
+  // when four times as many decodes already wait (HTTP handlers, whose threads are shared).
+  int64_t max_wait_ms = -1;
 };
 
 // Encodes RGB8 as PNG; each (key, value) becomes an iTXt chunk (UTF-8 text).
@@ -23,8 +27,8 @@ absl::StatusOr<std::string> EncodePng(const Image& image,
                                       const std::vector<std::pair<std::string, std::string>>& text);
 
 // Decodes a PNG or JPEG into RGB8 (alpha is composited over white). Errors: InvalidArgument
-// for data that is not a supported image or exceeds the limits. Waits while
-// SetMaxConcurrentDecodes() others are running.
+// for data that is not a supported image or exceeds the limits; Unavailable when no decoding
+// slot came free in time (see DecodeLimits::max_wait_ms).
 absl::StatusOr<Image> DecodeImage(std::string_view bytes, const DecodeLimits& limits);
 
 // How many DecodeImage calls may run at once in this process (default 2; at least 1).

@@ -26,6 +26,11 @@ struct Request {
   // malformed) or a new one, with a span id of its own; `parent_span_id` is the caller's span.
   TraceContext trace;
   std::string parent_span_id;
+  // Whether the client has closed its connection (it sent FIN or reset it; a half-close counts,
+  // as in Go's net/http and nginx): a non-blocking peek at the socket, from any thread. Valid
+  // only until the answer is handed to the server; always false for a request pipelined behind
+  // bytes the server has already read. Set by the server; null elsewhere (tests).
+  std::function<bool()> client_left;
 
   // The header's value, or nullopt. `name` must be lower case.
   std::optional<std::string_view> Header(std::string_view name) const;
@@ -59,10 +64,6 @@ struct Response {
   // When set, everything else is ignored: the server calls it with a Responder, and the handler
   // thread is free while the answer is being prepared (a sync generation waiting its turn).
   std::function<void(Responder)> deferred;
-  // With `deferred`: called once, on an I/O thread, when the client closes the connection before
-  // the answer is sent, so that the work behind it can stop (the answer must still be sent; it is
-  // dropped). Not called for a client that merely sends its next request early.
-  std::function<void()> on_client_gone;
 
   static Response Json(int status, std::string body);
 };

@@ -30,7 +30,9 @@ struct Server::Impl {
   const Router* router = nullptr;
   asio::io_context ioc;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
-  tcp::acceptor acceptor{ioc};
+  // The acceptor, its pause timer and Shutdown's close run on one strand.
+  asio::strand<asio::io_context::executor_type> accept_strand{ioc.get_executor()};
+  tcp::acceptor acceptor{accept_strand};
   asio::thread_pool handlers;
   std::vector<std::thread> io_threads;
   std::atomic<int> in_flight{0};
@@ -38,12 +40,13 @@ struct Server::Impl {
   absl::Mutex mu;
   bool shut_down ABSL_GUARDED_BY(mu) = false;
   uint16_t port = 0;
-  // Out of descriptors: a spare one (on /dev/null) is given up to accept and close the
-  // connections waiting in the backlog, so clients are told at once instead of hanging, and
-  // accepting pauses before it tries again. Touched only by the accept chain (one at a time).
+  // When accept fails, accepting pauses before it tries again, and the failure is logged at
+  // most every 10 s. Out of descriptors, a spare one (on /dev/null) is given up to accept and
+  // close the connections waiting in the backlog, so their clients are told at once instead of
+  // hanging. All of this is touched only on accept_strand.
   int reserve_fd = -1;
-  asio::steady_timer accept_pause{ioc};
-  std::chrono::steady_clock::time_point last_fd_warning{};
+  asio::steady_timer accept_pause{accept_strand};
+  std::chrono::steady_clock::time_point last_accept_warning{};
   int64_t shed_since_warning = 0;
   int64_t failures_since_warning = 0;
 
@@ -53,9 +56,9 @@ struct Server::Impl {
   }
 
   void Accept();
-  // After accept failed with EMFILE/ENFILE: sheds the backlog, warns at most every 10 s, and
-  // resumes accepting after a pause.
-  void OutOfDescriptors(const beast::error_code& ec);
+  // After accept failed: sheds the backlog when out of descriptors (EMFILE/ENFILE), warns at
+  // most every 10 s, and resumes accepting after a pause.
+  void AcceptFailed(const beast::error_code& ec);
   // Runs the I/O loop until the server stops; an exception that escapes a handler (a parser
   // throwing on hostile input) is logged and costs only its own connection.
   void RunIo();
@@ -142,6 +145,15 @@ class Session : public std::enable_shared_from_this<Session> {
       remote_ = ep_ec ? std::string() : ep.address().to_string();
     }
     request->remote = *remote_;
+    // Nothing reads the socket while a deferred answer is prepared, and the socket stays open
+    // until it is sent, so a peek from another thread is safe then (no Asio state is touched).
+    // Bytes already buffered are a pipelined request: its client may half-close and still wait.
+    request->client_left = [fd = stream_.socket().native_handle(), pipelined = buffer_.size() > 0] {
+      if (pipelined) return false;
+      char byte;
+      const ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    };
     if (auto header = request->Header("traceparent"); header) {
       if (auto incoming = ParseTraceparent(*header)) {
         request->parent_span_id = incoming->span_id;
@@ -178,12 +190,6 @@ class Session : public std::enable_shared_from_this<Session> {
     if (response.deferred) {
       auto deferred = std::move(response.deferred);
       auto once = std::make_shared<std::atomic<bool>>(false);
-      if (response.on_client_gone) {
-        asio::dispatch(stream_.get_executor(), [self = shared_from_this(), once,
-                                                gone = std::move(response.on_client_gone)] {
-          self->WatchForHangUp(once, gone);
-        });
-      }
       deferred([self = shared_from_this(), once](Response later) {
         if (once->exchange(true)) return;
         self->Respond(std::move(later));
@@ -191,28 +197,6 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     Respond(std::move(response));
-  }
-
-  // While a deferred answer is being prepared nothing reads the socket; wait for it to become
-  // readable and look without consuming: end of stream or an error means the client has gone
-  // (`gone` runs once); data means it sent its next request early, and watching stops. Nothing
-  // happens once the answer is under way (`answered`).
-  void WatchForHangUp(std::shared_ptr<std::atomic<bool>> answered, std::function<void()> gone) {
-    if (*answered) return;
-    stream_.socket().async_wait(
-        tcp::socket::wait_read, [self = shared_from_this(), answered,
-                                 gone = std::move(gone)](beast::error_code ec) mutable {
-          if (ec || *answered) return;  // closed or cancelled by the session itself, or answered
-          char byte;
-          const ssize_t n =
-              ::recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-          if (n > 0) return;
-          if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-            return self->WatchForHangUp(std::move(answered), std::move(gone));
-          }
-          if (answered->load()) return;
-          gone();
-        });
   }
 
   // Answers the request (from any thread). A plain response is written right here, on the thread
@@ -391,23 +375,23 @@ class Session : public std::enable_shared_from_this<Session> {
 
 void Server::Impl::Accept() {
   acceptor.async_accept(asio::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
-    if (ec) {
-      if (ec == asio::error::operation_aborted || stopping) return;
-      if (ec == asio::error::no_descriptors ||
-          ec == beast::error_code(ENFILE, boost::system::system_category())) {
-        return OutOfDescriptors(ec);
-      }
-      log::Warn("accept failed", {{"error", ec.message()}});
-    } else {
+    if (ec == asio::error::operation_aborted || stopping) return;
+    if (ec) return AcceptFailed(ec);
+    try {
       std::make_shared<Session>(std::move(socket), this)->Run();
+    } catch (const std::exception& e) {  // bad_alloc: drop this connection, keep accepting
+      log::Error("cannot start a connection", {{"error", e.what()}});
     }
-    if (!stopping) Accept();
+    if (reserve_fd < 0) reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    Accept();
   });
 }
 
-void Server::Impl::OutOfDescriptors(const beast::error_code& ec) {
+void Server::Impl::AcceptFailed(const beast::error_code& ec) {
   ++failures_since_warning;
-  if (reserve_fd >= 0) {
+  const bool out_of_descriptors = ec == asio::error::no_descriptors ||
+                                  ec == beast::error_code(ENFILE, boost::system::system_category());
+  if (out_of_descriptors && reserve_fd >= 0) {
     ::close(reserve_fd);
     reserve_fd = -1;
     // The freed descriptor takes one waiting connection at a time; each is closed at once.
@@ -417,21 +401,22 @@ void Server::Impl::OutOfDescriptors(const beast::error_code& ec) {
       ::close(fd);
       ++shed_since_warning;
     }
-    reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // else again after an accept
   }
   const auto now = std::chrono::steady_clock::now();
-  if (now - last_fd_warning >= std::chrono::seconds(10)) {
-    log::Warn("out of file descriptors: connections are being refused",
+  if (now - last_accept_warning >= std::chrono::seconds(10)) {
+    log::Warn(out_of_descriptors ? "out of file descriptors: connections are being refused"
+                                 : "accept failed",
               {{"error", ec.message()},
                {"failed_accepts", failures_since_warning},
                {"connections_shed", shed_since_warning},
                {"in_flight", in_flight.load()}});
-    last_fd_warning = now;
+    last_accept_warning = now;
     failures_since_warning = 0;
     shed_since_warning = 0;
   }
-  // Accepting again at once would fail again at once: the descriptors come back only as
-  // connections end.
+  // Accepting again at once would most likely fail again at once (descriptors and memory come
+  // back only as connections end).
   accept_pause.expires_after(std::chrono::milliseconds(100));
   accept_pause.async_wait([this](beast::error_code wait_ec) {
     if (!wait_ec && !stopping) Accept();
@@ -495,7 +480,7 @@ void Server::Shutdown(std::chrono::milliseconds drain) {
     impl_->shut_down = true;
   }
   impl_->stopping = true;
-  asio::post(impl_->ioc, [impl = impl_.get()] {
+  asio::post(impl_->accept_strand, [impl = impl_.get()] {
     beast::error_code ec;
     impl->acceptor.close(ec);
     impl->accept_pause.cancel();

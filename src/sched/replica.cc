@@ -14,6 +14,15 @@ int64_t NowNs() {
       .count();
 }
 
+// Whether a sync item's client closed its connection; if so the item is marked cancelled, and
+// counted as client_gone.
+bool ClientLeft(WorkItem& item) {
+  if (!item.client_left || !item.client_left()) return false;
+  item.client_gone = true;
+  item.cancel = true;
+  return true;
+}
+
 }  // namespace
 
 Replica::Replica(int index, engine::Pipeline* pipeline, WorkSource* source, StepCostModel* cost,
@@ -72,7 +81,7 @@ void Replica::Admit(bool idle) {
   while (free_rows > 0 || (idle && running_.empty())) {
     WorkItemPtr item = source_->Next(free_rows, idle && running_.empty());
     if (!item) return;
-    if (item->cancel) {
+    if (item->cancel || ClientLeft(*item)) {
       source_->Finished(std::move(item), absl::CancelledError("cancelled by request"));
       continue;
     }
@@ -149,7 +158,8 @@ void Replica::Retire(size_t index, absl::StatusOr<std::vector<engine::Image>> re
 void Replica::StepAll() {
   // Cancellations take effect at the step boundary.
   for (size_t i = running_.size(); i-- > 0;) {
-    if (running_[i].item->cancel) Retire(i, absl::CancelledError("cancelled by request"));
+    WorkItem& item = *running_[i].item;
+    if (item.cancel || ClientLeft(item)) Retire(i, absl::CancelledError("cancelled by request"));
   }
   if (running_.empty()) return;
   // One denoiser call per latent shape.

@@ -33,7 +33,10 @@ struct WorkItem {
   std::function<bool()> wants_preview;
 
   std::atomic<bool> cancel{false};
-  // Set with `cancel` when the client of a sync request closed its connection: counted apart.
+  // Sync requests: whether the client has closed its connection (the server's probe). The
+  // replica asks at admission and at every step boundary; a true answer sets `client_gone` and
+  // `cancel`, and the item is counted as client_gone. Called only from the replica thread.
+  std::function<bool()> client_left;
   std::atomic<bool> client_gone{false};
   std::atomic<int> step{0};
   std::atomic<int> num_steps{0};

@@ -211,8 +211,12 @@ std::string PngBomb(size_t inflated_bytes) {
   } while (flush != Z_FINISH);
   deflateEnd(&z);
   const std::string ihdr = BigEndian32(1) + BigEndian32(1) + std::string("\x08\x02\x00\x00\x00", 5);
-  return std::string("\x89PNG\r\n\x1a\n", 8) + Chunk("IHDR", ihdr) + Chunk("IDAT", compressed) +
-         Chunk("IEND", "");
+  // As encoders write them: the data split into IDAT chunks of 64 KiB.
+  std::string png = std::string("\x89PNG\r\n\x1a\n", 8) + Chunk("IHDR", ihdr);
+  for (size_t pos = 0; pos < compressed.size(); pos += 64 << 10) {
+    png += Chunk("IDAT", compressed.substr(pos, 64 << 10));
+  }
+  return png + Chunk("IEND", "");
 }
 
 TEST(HostileClient, PngBombsDecodeWithinTheirDeclaredSize) {
