@@ -104,6 +104,43 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_->on_chunk_header(chunk_header_);
     stream_.expires_after(first_request_ ? server_->options.read_timeout
                                          : server_->options.idle_timeout);
+    bhttp::async_read_header(stream_, buffer_, *parser_,
+                             beast::bind_front_handler(&Session::OnHeader, shared_from_this()));
+  }
+
+  // The header is in (or the read failed). A client that waits to be told before it sends its
+  // body (`Expect: 100-continue`: curl, for bodies over 1 MiB, waits a whole second when no
+  // answer comes) hears "100 Continue" now; a body over the limit was refused already (Beast
+  // checks Content-Length against body_limit with the header).
+  void OnHeader(beast::error_code ec, size_t) {
+    if (ec || parser_->is_done()) return OnRead(ec, 0);
+    const auto& header = parser_->get();
+    if (header.version() >= 11 && beast::iequals(header[bhttp::field::expect], "100-continue")) {
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      return asio::async_write(stream_, asio::buffer(kContinue.data(), kContinue.size()),
+                               [self = shared_from_this()](beast::error_code write_ec, size_t) {
+                                 if (write_ec) return self->Close();
+                                 self->ReadBody();
+                               });
+    }
+    ReadBody();
+  }
+
+  // Most bodies arrive with their header: what is buffered is parsed here, and the connection
+  // waits for more only when the body is not complete.
+  void ReadBody() {
+    beast::error_code ec;
+    parser_->eager(true);
+    while (!parser_->is_done() && buffer_.size() > 0) {
+      const size_t used = parser_->put(buffer_.data(), ec);
+      buffer_.consume(used);
+      if (ec == bhttp::error::need_more) {
+        ec = {};
+        break;
+      }
+      if (ec || used == 0) break;
+    }
+    if (ec || parser_->is_done()) return OnRead(ec, 0);
     bhttp::async_read(stream_, buffer_, *parser_,
                       beast::bind_front_handler(&Session::OnRead, shared_from_this()));
   }

@@ -139,5 +139,48 @@ TEST(ServerTest, ALargeAnswerToAClientThatDoesNotReadDoesNotBlockTheAnsweringThr
   again.wait();
 }
 
+// A client that sends `Expect: 100-continue` waits for the interim answer before its body (curl
+// does so for bodies over 1 MiB, and waits a second when none comes).
+TEST(ServerTest, ExpectContinueIsAnsweredBeforeTheBody) {
+  Router router(Text);
+  router.Add("POST", "/echo", [](const Request& r, const PathParams&) {
+    return Text(200, std::to_string(r.body.size()));
+  });
+  ServerOptions options;
+  options.port = 0;
+  options.max_body_bytes = 1 << 20;
+  auto server = std::move(*Server::Start(options, router));
+  asio::io_context ioc;
+  asio::ip::tcp::socket socket(ioc);
+  socket.connect({asio::ip::make_address("127.0.0.1"), server->port()});
+  const std::string body = Pattern(300000);
+  asio::write(socket,
+              asio::buffer("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                           std::to_string(body.size()) + "\r\nExpect: 100-continue\r\n\r\n"));
+  beast::flat_buffer buffer;
+  {
+    bhttp::response_parser<bhttp::empty_body> interim;
+    bhttp::read_header(socket, buffer, interim);
+    EXPECT_EQ(interim.get().result_int(), 100);
+  }
+  asio::write(socket, asio::buffer(body));
+  bhttp::response_parser<bhttp::string_body> final_answer;
+  bhttp::read(socket, buffer, final_answer);
+  EXPECT_EQ(final_answer.get().result_int(), 200);
+  EXPECT_EQ(final_answer.get().body(), std::to_string(body.size()));
+
+  // A body over the limit is refused before it is sent: no 100, a 413 at once.
+  asio::ip::tcp::socket second(ioc);
+  second.connect({asio::ip::make_address("127.0.0.1"), server->port()});
+  asio::write(second, asio::buffer(std::string("POST /echo HTTP/1.1\r\nHost: x\r\n"
+                                               "Content-Length: 5000000\r\n"
+                                               "Expect: 100-continue\r\n\r\n")));
+  beast::flat_buffer second_buffer;
+  bhttp::response_parser<bhttp::string_body> refused;
+  bhttp::read(second, second_buffer, refused);
+  EXPECT_EQ(refused.get().result_int(), 413);
+  server->Shutdown(std::chrono::seconds(5));
+}
+
 }  // namespace
 }  // namespace kiln::http
