@@ -162,6 +162,11 @@ int main(int argc, char** argv) {
         return 2;
       }
     }
+    // Several workers share a host (one per GPU), beside a gateway on 8080: a worker takes a
+    // free port unless told one (the "listening" log line says which; deployments pass --port).
+    if (w->parsed() && w->get_option("--port")->count() == 0 && serve.port == serve_defaults.port) {
+      serve.port = 0;
+    }
     const kiln::log::Level level = serve.log_level == "debug"   ? kiln::log::Level::kDebug
                                    : serve.log_level == "warn"  ? kiln::log::Level::kWarn
                                    : serve.log_level == "error" ? kiln::log::Level::kError

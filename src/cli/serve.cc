@@ -295,6 +295,24 @@ int RunServe(ServeOptions o) {
                                 : distributed        ? DefaultWorkerId()
                                                      : "embedded";
 
+  obs::Registry registry;
+  obs::KilnMetrics metrics(registry);
+  obs::AddProcessMetrics(registry);
+  obs::Tracer tracer(obs::TracerOptionsFromEnv(o.otlp_endpoint));
+  // The port is taken before any work is: a process that cannot listen (another worker on this
+  // host has the port) exits before it opens the queue, so it has claimed no job. The routes are
+  // added once the services behind them exist, and accepting starts after that (Serve).
+  http::Router router = api::MakeRouter();
+  http::ServerOptions options;
+  options.host = o.host;
+  options.port = static_cast<uint16_t>(o.port);
+  options.observer = api::HttpObserver(metrics, tracer);
+  auto server = http::Server::Listen(options, router);
+  if (!server.ok()) {
+    log::Error("cannot start the server", {{"error", Message(server.status())}});
+    return 1;
+  }
+
   const std::string store_url = o.store.empty() ? "file://" + (data / "store").string() : o.store;
   auto store = store::BlobStore::Open(store_url);
   if (!store.ok()) {
@@ -372,11 +390,6 @@ int RunServe(ServeOptions o) {
     return 1;
   }
 
-  obs::Registry registry;
-  obs::KilnMetrics metrics(registry);
-  obs::AddProcessMetrics(registry);
-  obs::Tracer tracer(obs::TracerOptionsFromEnv(o.otlp_endpoint));
-
   sched::JobEvents events;
   sched::WebhookOptions wo;
   wo.secret = *secret;
@@ -403,6 +416,26 @@ int RunServe(ServeOptions o) {
   so.tracer = &tracer;
   sched::Scheduler scheduler(models->get(), q, &jobs, so);
   jobs.set_scheduler(&scheduler);
+  api::ApiContext context;
+  context.models = models->get();
+  context.scheduler = &scheduler;
+  context.jobs = &jobs;
+  context.queue = q;
+  context.store = store->get();
+  context.events = &events;
+  context.web_dir = o.web_dir;
+  context.dependencies = &dependencies;
+  context.autoscale = {o.autoscale_target_seconds, o.autoscale_min_replicas,
+                       o.autoscale_max_replicas};
+  context.metrics = &metrics;
+  context.tracer = &tracer;
+  registry.AddCollector([&context] { api::CollectServingMetrics(context); });
+  if (worker) {
+    api::AddWorkerRoutes(router, context);
+  } else {
+    api::AddRoutes(router, context);
+  }
+
   if (absl::Status s = scheduler.Start(); !s.ok()) {
     log::Error("cannot start the scheduler", {{"error", Message(s)}});
     return 1;
@@ -430,37 +463,7 @@ int RunServe(ServeOptions o) {
     targets.jobs = nullptr;
   };
 
-  api::ApiContext context;
-  context.models = models->get();
-  context.scheduler = &scheduler;
-  context.jobs = &jobs;
-  context.queue = q;
-  context.store = store->get();
-  context.events = &events;
-  context.web_dir = o.web_dir;
-  context.dependencies = &dependencies;
-  context.autoscale = {o.autoscale_target_seconds, o.autoscale_min_replicas,
-                       o.autoscale_max_replicas};
-  context.metrics = &metrics;
-  context.tracer = &tracer;
-  registry.AddCollector([&context] { api::CollectServingMetrics(context); });
-  http::Router router = api::MakeRouter();
-  if (worker) {
-    api::AddWorkerRoutes(router, context);
-  } else {
-    api::AddRoutes(router, context);
-  }
-
-  http::ServerOptions options;
-  options.host = o.host;
-  options.port = static_cast<uint16_t>(o.port);
-  options.observer = api::HttpObserver(metrics, tracer);
-  auto server = http::Server::Start(options, router);
-  if (!server.ok()) {
-    log::Error("cannot start the server", {{"error", Message(server.status())}});
-    scheduler.Stop(std::chrono::seconds(0));
-    return 1;
-  }
+  (*server)->Serve();
   // The signal handlers exist before "listening" tells anyone that the server is up: a SIGTERM
   // that comes right after it waits for io.run() instead of killing the process.
   boost::asio::io_context io;

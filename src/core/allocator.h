@@ -1,4 +1,5 @@
-// Process-wide allocator settings for tensor workloads. Call once, early in main().
+// Process-wide allocator settings for tensor workloads (call once, early in main()), and the way
+// to give memory back after a large one-off allocation. Thread-safe.
 #pragma once
 
 namespace kiln {
@@ -8,5 +9,11 @@ namespace kiln {
 // (half the CPU time of a batched step on the test machine; see docs/benchmarks.md). This keeps
 // freed blocks in the heap for reuse instead.
 void TuneAllocatorForTensors();
+
+// Returns the heap's free memory to the OS (glibc's malloc_trim). With the tuning above, a large
+// block that was freed (a 20 MB request body) stays in whichever arena allocated it, and each
+// thread may use another arena: call this after such a block is freed. Skipped when another
+// call is running. Costs a walk over the arenas; the next steps fault their pages in again.
+void ReleaseFreedMemory();
 
 }  // namespace kiln

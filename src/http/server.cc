@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "core/allocator.h"
 #include "core/logging.h"
 #include "core/strings.h"
 
@@ -22,6 +23,9 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = beast::http;
 using tcp = asio::ip::tcp;
+
+// Request bodies at least this large are given back to the OS after the request (see OnRead).
+constexpr size_t kReleaseBodyBytes = 4 << 20;
 
 }  // namespace
 
@@ -169,7 +173,14 @@ class Session : public std::enable_shared_from_this<Session> {
 
     auto req = parser_->release();
     keep_alive_ = req.keep_alive();
-    auto request = std::make_shared<Request>();
+    // A large body goes back to the OS once the last holder of the request lets go: the
+    // allocator keeps freed blocks for tensors, and a stream of large bodies (uploads, or
+    // refused junk) would otherwise pile up in its arenas.
+    const bool large_body = req.body().size() >= kReleaseBodyBytes;
+    std::shared_ptr<Request> request(new Request, [large_body](Request* r) {
+      delete r;
+      if (large_body) ReleaseFreedMemory();
+    });
     request->method = std::string(req.method_string());
     request->target = std::string(req.target());
     for (const auto& field : req) {
@@ -477,6 +488,13 @@ Server::~Server() { Shutdown(std::chrono::seconds(5)); }
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options,
                                                       const Router& router) {
+  auto server = Listen(options, router);
+  if (server.ok()) (*server)->Serve();
+  return server;
+}
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Listen(const ServerOptions& options,
+                                                       const Router& router) {
   // Beast stores a field in at most 64 KiB; a header limit under that keeps every header and
   // trailer field a parse error instead of an exception.
   if (options.max_header_bytes < 1024 || options.max_header_bytes > (60 << 10)) {
@@ -498,12 +516,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
         StrCat("cannot listen on ", options.host, ":", options.port, ": ", ec.message()));
   }
   impl->port = impl->acceptor.local_endpoint().port();
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+void Server::Serve() {
+  Impl* impl = impl_.get();
   impl->work.emplace(impl->ioc.get_executor());
   impl->Accept();
-  for (int i = 0; i < std::max(1, options.io_threads); ++i) {
-    impl->io_threads.emplace_back([impl = impl.get()] { impl->RunIo(); });
+  for (int i = 0; i < std::max(1, impl->options.io_threads); ++i) {
+    impl->io_threads.emplace_back([impl] { impl->RunIo(); });
   }
-  return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
 uint16_t Server::port() const { return impl_->port; }

@@ -45,9 +45,16 @@ class Server {
  public:
   ~Server();  // Shutdown() if still running
 
-  // Binds and starts serving `router` (which must outlive the server).
+  // Binds and starts serving `router` (which must outlive the server): Listen, then Serve.
   static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options,
                                                        const Router& router);
+  // Binds and listens, but accepts nothing until Serve(): connections wait in the backlog. A
+  // process takes its port before it takes work (a worker that cannot listen must not have
+  // claimed jobs first).
+  static absl::StatusOr<std::unique_ptr<Server>> Listen(const ServerOptions& options,
+                                                        const Router& router);
+  // Starts accepting and the I/O threads. Once; REQUIRES: made by Listen.
+  void Serve();
 
   uint16_t port() const;
 

@@ -2,10 +2,15 @@
 // workers share jobs through the broker and the store; events and cancels cross processes; a
 // worker stopped with SIGTERM checkpoints its job and another worker resumes it to the same
 // bytes; the broker's absence, bad credentials and a broker restart are survived.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
+#include <regex>
 #include <thread>
 
 #include "core/ids.h"
@@ -249,6 +254,72 @@ TEST_F(DistributedTest, APreemptionNoticeCheckpointsAndAnIdleWorkerExitsByItself
   EXPECT_GE(result["resumed_from_step"].get<int>(), 3) << result.dump();
   EXPECT_EQ(batch.Wait(std::chrono::seconds(60)), 0) << batch.log();
   EXPECT_TRUE(batch.WaitForLog("\"reason\":\"idle\"", std::chrono::seconds(5))) << batch.log();
+}
+
+// The "port" of a server's "listening" line in the log file at `path`, or 0.
+int ListeningPort(const fs::path& path) {
+  static const std::regex kListening("\"msg\":\"listening\".*\"port\":([0-9]+)");
+  std::smatch m;
+  const std::string log = ReadFile(path.string());
+  return std::regex_search(log, m, kListening) ? std::stoi(m[1]) : 0;
+}
+
+TEST_F(DistributedTest, WorkersShareAHostAndOneThatCannotListenClaimsNothing) {
+  ServerProcess gateway(Args("gateway", TestModelsDir()));
+  ASSERT_TRUE(gateway.started()) << gateway.log();
+  ASSERT_TRUE(WaitUntil(std::chrono::seconds(30),
+                        [&] { return HttpGet(gateway.url() + "/readyz").status == 200; }));
+  const json job = Post(
+      gateway, {{"model", "test-pixel"}, {"prompt", "a red circle"}, {"steps", 4}, {"seed", 3}});
+  const std::string id = job["id"];
+
+  // A worker whose port is taken exits before it opens the queue: it has claimed nothing. Before,
+  // it took the job, then failed to listen and handed it back.
+  const int taken = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(taken, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(taken, 1), 0);
+  socklen_t len = sizeof(addr);
+  ::getsockname(taken, reinterpret_cast<sockaddr*>(&addr), &len);
+  const std::string port = std::to_string(ntohs(addr.sin_port));
+  const fs::path dir = root() / ("workers-" + NewUlid());
+  const CommandResult blocked =
+      RunKiln({"worker", "--host", "127.0.0.1", "--port", port, "--queue", broker().url(),
+               "--store", store_, "--models", TestModelsDir(), "--data", (dir / "0").string()});
+  ::close(taken);
+  EXPECT_EQ(blocked.exit_code, 1) << blocked.output;
+  EXPECT_NE(blocked.output.find("cannot start the server"), std::string::npos) << blocked.output;
+  const json waiting = Get(gateway, id);
+  EXPECT_EQ(waiting["state"], "queued") << waiting;
+  EXPECT_TRUE(waiting["started_at"].is_null()) << waiting;
+
+  // Two workers on this host with no --port: each takes a free port (before, both took 8080 and
+  // the second one exited), and the job runs.
+  fs::create_directories(dir);
+  auto worker = [&](int i) {
+    return std::make_unique<ChildProcess>(
+        std::vector<std::string>{KilnBinary(), "worker", "--host", "127.0.0.1", "--queue",
+                                 broker().url(), "--store", store_, "--models", TestModelsDir(),
+                                 "--data", (dir / std::to_string(i)).string(), "--threads", "1"},
+        (dir / ("worker-" + std::to_string(i) + ".log")).string());
+  };
+  auto w1 = worker(1);
+  auto w2 = worker(2);
+  int p1 = 0, p2 = 0;
+  EXPECT_TRUE(WaitUntil(std::chrono::seconds(60),
+                        [&] {
+                          p1 = ListeningPort(dir / "worker-1.log");
+                          p2 = ListeningPort(dir / "worker-2.log");
+                          return p1 > 0 && p2 > 0;
+                        }))
+      << ReadFile((dir / "worker-1.log").string()) << ReadFile((dir / "worker-2.log").string());
+  EXPECT_NE(p1, p2);
+  EXPECT_NE(p1, 8080);
+  EXPECT_EQ(HttpGet("http://127.0.0.1:" + std::to_string(p1) + "/healthz").status, 200);
+  EXPECT_EQ(HttpGet("http://127.0.0.1:" + std::to_string(p2) + "/healthz").status, 200);
+  EXPECT_TRUE(WaitState(gateway, id, "succeeded")) << Get(gateway, id);
 }
 
 TEST_F(DistributedTest, NoBrokerOrBadCredentialsMeanNotReadyNotACrash) {
