@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -96,9 +97,11 @@ int RunServe(ServeOptions options);
 int RunLoadtest(const LoadtestOptions& options);
 int RunGenerate(const GenerateOptions& options);
 
-// Applies a YAML config file's keys to `options` where the command line did not set them.
-// Returns an error message, or empty.
-std::string ApplyServeConfig(const std::string& path, ServeOptions& options,
-                             const ServeOptions& defaults);
+// Applies a YAML config file's keys to `options`, except those the command line gave:
+// `given_on_command_line("max_queued_jobs")` says whether --max-queued-jobs was given (a flag
+// given with its default value still wins over the file). Returns an error message, or empty.
+std::string ApplyServeConfig(
+    const std::string& path, ServeOptions& options,
+    const std::function<bool(const std::string& key)>& given_on_command_line);
 
 }  // namespace kiln::cli

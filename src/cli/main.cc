@@ -1,6 +1,8 @@
 // kiln: one binary for serving, generating and load testing. See README.md.
 #include <torch/torch.h>
 
+#include <algorithm>
+
 #include "CLI/CLI.hpp"
 #include "cli/commands.h"
 #include "core/allocator.h"
@@ -14,7 +16,6 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
 
   kiln::cli::ServeOptions serve;
-  const kiln::cli::ServeOptions serve_defaults;
   // `kiln worker` is `kiln serve --role worker`: the same options.
   auto add_serve_options = [&](CLI::App* cmd) {
     cmd->add_option("--host", serve.host, "Address to listen on")->capture_default_str();
@@ -154,18 +155,24 @@ int main(int argc, char** argv) {
   if (l->parsed()) return kiln::cli::RunLoadtest(lt);
 
   if (s->parsed() || w->parsed()) {
+    CLI::App* cmd = w->parsed() ? w : s;
+    // Whether a config key's flag (max_queued_jobs: --max-queued-jobs) was on the command line.
+    auto given = [cmd](const std::string& key) {
+      std::string flag = "--" + key;
+      std::replace(flag.begin(), flag.end(), '_', '-');
+      const CLI::Option* option = cmd->get_option_no_throw(flag);
+      return option != nullptr && option->count() > 0;
+    };
     if (w->parsed()) serve.role = "worker";
+    // Several workers share a host (one per GPU), beside a gateway on 8080: a worker takes a
+    // free port unless told one (the "listening" log line says which; deployments pass --port).
+    if (w->parsed() && !given("port")) serve.port = 0;
     if (!serve.config.empty()) {
-      std::string err = kiln::cli::ApplyServeConfig(serve.config, serve, serve_defaults);
+      std::string err = kiln::cli::ApplyServeConfig(serve.config, serve, given);
       if (!err.empty()) {
         fprintf(stderr, "kiln serve: %s\n", err.c_str());
         return 2;
       }
-    }
-    // Several workers share a host (one per GPU), beside a gateway on 8080: a worker takes a
-    // free port unless told one (the "listening" log line says which; deployments pass --port).
-    if (w->parsed() && w->get_option("--port")->count() == 0 && serve.port == serve_defaults.port) {
-      serve.port = 0;
     }
     const kiln::log::Level level = serve.log_level == "debug"   ? kiln::log::Level::kDebug
                                    : serve.log_level == "warn"  ? kiln::log::Level::kWarn

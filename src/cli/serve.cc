@@ -127,7 +127,8 @@ std::string DefaultWorkerId() {
 
 }  // namespace
 
-std::string ApplyServeConfig(const std::string& path, ServeOptions& o, const ServeOptions& d) {
+std::string ApplyServeConfig(const std::string& path, ServeOptions& o,
+                             const std::function<bool(const std::string& key)>& given) {
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);
@@ -138,63 +139,63 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o, const Ser
   for (const auto& kv : root) {
     const std::string key = kv.first.as<std::string>();
     try {
-      auto set_str = [&](std::string& field, const std::string& def) {
-        if (field == def) field = kv.second.as<std::string>();
+      auto set_str = [&](std::string& field) {
+        if (!given(key)) field = kv.second.as<std::string>();
       };
-      auto set_int = [&](int& field, int def) {
-        if (field == def) field = kv.second.as<int>();
+      auto set_int = [&](int& field) {
+        if (!given(key)) field = kv.second.as<int>();
       };
       if (key == "host")
-        set_str(o.host, d.host);
+        set_str(o.host);
       else if (key == "port")
-        set_int(o.port, d.port);
+        set_int(o.port);
       else if (key == "models")
-        set_str(o.models, d.models);
+        set_str(o.models);
       else if (key == "data")
-        set_str(o.data, d.data);
+        set_str(o.data);
       else if (key == "queue")
-        set_str(o.queue, d.queue);
+        set_str(o.queue);
       else if (key == "store")
-        set_str(o.store, d.store);
+        set_str(o.store);
       else if (key == "role")
-        set_str(o.role, d.role);
+        set_str(o.role);
       else if (key == "worker_id")
-        set_str(o.worker_id, d.worker_id);
+        set_str(o.worker_id);
       else if (key == "prefetch")
-        set_int(o.prefetch, d.prefetch);
+        set_int(o.prefetch);
       else if (key == "delivery_limit")
-        set_int(o.delivery_limit, d.delivery_limit);
+        set_int(o.delivery_limit);
       else if (key == "device")
-        set_str(o.device, d.device);
+        set_str(o.device);
       else if (key == "threads")
-        set_int(o.threads, d.threads);
+        set_int(o.threads);
       else if (key == "replicas")
-        set_int(o.replicas, d.replicas);
+        set_int(o.replicas);
       else if (key == "max_attempts")
-        set_int(o.max_attempts, d.max_attempts);
+        set_int(o.max_attempts);
       else if (key == "lease_seconds")
-        set_int(o.lease_seconds, d.lease_seconds);
+        set_int(o.lease_seconds);
       else if (key == "grace_seconds")
-        set_int(o.grace_seconds, d.grace_seconds);
+        set_int(o.grace_seconds);
       else if (key == "max_queued_jobs")
-        set_int(o.max_queued_jobs, d.max_queued_jobs);
+        set_int(o.max_queued_jobs);
       else if (key == "max_queued_sync")
-        set_int(o.max_queued_sync, d.max_queued_sync);
+        set_int(o.max_queued_sync);
       else if (key == "idle_spin_us")
-        set_int(o.idle_spin_us, d.idle_spin_us);
+        set_int(o.idle_spin_us);
       else if (key == "log_level")
-        set_str(o.log_level, d.log_level);
+        set_str(o.log_level);
       else if (key == "preemption_url")
-        set_str(o.preemption_url, d.preemption_url);
+        set_str(o.preemption_url);
       else if (key == "preemption_grace_seconds")
-        set_int(o.preemption_grace_seconds, d.preemption_grace_seconds);
+        set_int(o.preemption_grace_seconds);
       else if (key == "exit_when_idle")
-        set_int(o.exit_when_idle, d.exit_when_idle);
+        set_int(o.exit_when_idle);
       else if (key == "max_concurrent_decodes")
-        set_int(o.max_concurrent_decodes, d.max_concurrent_decodes);
-      else if (key == "retention_hours" && o.retention_hours == d.retention_hours)
+        set_int(o.max_concurrent_decodes);
+      else if (key == "retention_hours" && !given(key))
         o.retention_hours = kv.second.as<double>();
-      else if (key == "idempotency_hours" && o.idempotency_hours == d.idempotency_hours)
+      else if (key == "idempotency_hours" && !given(key))
         o.idempotency_hours = kv.second.as<double>();
       else if (key == "retention_hours" || key == "idempotency_hours")
         continue;  // the command line set it

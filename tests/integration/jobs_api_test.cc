@@ -472,6 +472,20 @@ TEST(JobsConfig, TenantWeightsFromTheConfigFileReachTheQueue) {
   std::filesystem::remove_all(dir, ec);
 }
 
+// A flag on the command line wins over the config file even when it names the flag's default
+// (before, "given" was guessed by comparing with the default, so the file won).
+TEST(JobsConfig, AFlagGivenWithItsDefaultValueWinsOverTheConfigFile) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("kiln-config-" + NewUlid());
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "kiln.yaml") << "log_level: error\nidle_spin_us: 7\n";
+  // "listening" is an info line: the server is seen to start only if --log-level info won.
+  ServerProcess server({"--config", (dir / "kiln.yaml").string(), "--log-level", "info", "--models",
+                        TestModelsDir(), "--data", (dir / "data").string()});
+  EXPECT_TRUE(server.started()) << server.log();
+  std::filesystem::remove_all(dir);
+}
+
 TEST(JobsRetention, FinishedJobsAndTheirFilesGoAfterTheRetention) {
   const std::filesystem::path data =
       std::filesystem::temp_directory_path() / ("kiln-retention-" + NewUlid());
