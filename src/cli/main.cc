@@ -157,7 +157,8 @@ int main(int argc, char** argv) {
   if (s->parsed() || w->parsed()) {
     CLI::App* cmd = w->parsed() ? w : s;
     // Whether a config key's flag (max_queued_jobs: --max-queued-jobs) was on the command line.
-    auto given = [cmd](const std::string& key) {
+    auto given = [cmd, w](const std::string& key) {
+      if (key == "role" && w->parsed()) return true;  // `kiln worker` is the role
       std::string flag = "--" + key;
       std::replace(flag.begin(), flag.end(), '_', '-');
       const CLI::Option* option = cmd->get_option_no_throw(flag);

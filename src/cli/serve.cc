@@ -465,6 +465,9 @@ int RunServe(ServeOptions o) {
   };
 
   (*server)->Serve();
+  // Whatever way this function leaves from here, the server stops before the services its
+  // handlers call are destroyed (the normal path below shuts it down first, with the grace).
+  absl::Cleanup stop_server = [&server] { (*server)->Shutdown(std::chrono::seconds(0)); };
   // The signal handlers exist before "listening" tells anyone that the server is up: a SIGTERM
   // that comes right after it waits for io.run() instead of killing the process.
   boost::asio::io_context io;

@@ -2,7 +2,10 @@
 
 #include <malloc.h>
 
-#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 
 namespace kiln {
 
@@ -13,10 +16,33 @@ void TuneAllocatorForTensors() {
 }
 
 void ReleaseFreedMemory() {
-  static std::atomic<bool> running{false};
-  if (running.exchange(true)) return;
-  malloc_trim(0);
-  running = false;
+  // One background thread trims, at most once a second, however many ask: a trim walks and
+  // locks every arena, which the thread that freed the block (a replica, an I/O thread) should
+  // not wait for. Never destroyed, so it outlives every caller.
+  struct Trimmer {
+    std::mutex mu;
+    std::condition_variable wake;
+    bool wanted = false;
+    Trimmer() {
+      std::thread([this] {
+        std::unique_lock<std::mutex> lock(mu);
+        for (;;) {
+          wake.wait(lock, [this] { return wanted; });
+          wanted = false;
+          lock.unlock();
+          malloc_trim(0);
+          std::this_thread::sleep_for(std::chrono::seconds(1));
+          lock.lock();
+        }
+      }).detach();
+    }
+  };
+  static Trimmer* trimmer = new Trimmer;
+  {
+    std::lock_guard<std::mutex> lock(trimmer->mu);
+    trimmer->wanted = true;
+  }
+  trimmer->wake.notify_one();
 }
 
 }  // namespace kiln

@@ -10,10 +10,11 @@ namespace kiln {
 // freed blocks in the heap for reuse instead.
 void TuneAllocatorForTensors();
 
-// Returns the heap's free memory to the OS (glibc's malloc_trim). With the tuning above, a large
+// Asks for the heap's free memory to go back to the OS (glibc's malloc_trim, on a background
+// thread, at most once a second; calls in between are merged). With the tuning above, a large
 // block that was freed (a 20 MB request body) stays in whichever arena allocated it, and each
-// thread may use another arena: call this after such a block is freed. Skipped when another
-// call is running. Costs a walk over the arenas; the next steps fault their pages in again.
+// thread may use another arena: call this after such a block is freed. A trim walks the arenas,
+// and the next denoising steps fault their pages in again.
 void ReleaseFreedMemory();
 
 }  // namespace kiln

@@ -145,6 +145,7 @@ class Session : public std::enable_shared_from_this<Session> {
       if (ec || used == 0) break;
     }
     if (ec || parser_->is_done()) return OnRead(ec, 0);
+    stream_.expires_after(server_->options.read_timeout);  // the body's own time
     bhttp::async_read(stream_, buffer_, *parser_,
                       beast::bind_front_handler(&Session::OnRead, shared_from_this()));
   }

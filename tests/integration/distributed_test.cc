@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <regex>
 #include <thread>
 
@@ -298,11 +299,14 @@ TEST_F(DistributedTest, WorkersShareAHostAndOneThatCannotListenClaimsNothing) {
   // Two workers on this host with no --port: each takes a free port (before, both took 8080 and
   // the second one exited), and the job runs.
   fs::create_directories(dir);
+  // A config file shared with gateways says role: gateway; `kiln worker` stays a worker.
+  std::ofstream(dir / "shared.yaml") << "role: gateway\n";
   auto worker = [&](int i) {
     return std::make_unique<ChildProcess>(
         std::vector<std::string>{KilnBinary(), "worker", "--host", "127.0.0.1", "--queue",
                                  broker().url(), "--store", store_, "--models", TestModelsDir(),
-                                 "--data", (dir / std::to_string(i)).string(), "--threads", "1"},
+                                 "--data", (dir / std::to_string(i)).string(), "--threads", "1",
+                                 "--config", (dir / "shared.yaml").string()},
         (dir / ("worker-" + std::to_string(i) + ".log")).string());
   };
   auto w1 = worker(1);
@@ -317,6 +321,8 @@ TEST_F(DistributedTest, WorkersShareAHostAndOneThatCannotListenClaimsNothing) {
       << ReadFile((dir / "worker-1.log").string()) << ReadFile((dir / "worker-2.log").string());
   EXPECT_NE(p1, p2);
   EXPECT_NE(p1, 8080);
+  EXPECT_NE(ReadFile((dir / "worker-1.log").string()).find("\"role\":\"worker\""),
+            std::string::npos);
   EXPECT_EQ(HttpGet("http://127.0.0.1:" + std::to_string(p1) + "/healthz").status, 200);
   EXPECT_EQ(HttpGet("http://127.0.0.1:" + std::to_string(p2) + "/healthz").status, 200);
   EXPECT_TRUE(WaitState(gateway, id, "succeeded")) << Get(gateway, id);

@@ -479,11 +479,14 @@ TEST(JobsConfig, AFlagGivenWithItsDefaultValueWinsOverTheConfigFile) {
       std::filesystem::temp_directory_path() / ("kiln-config-" + NewUlid());
   std::filesystem::create_directories(dir);
   std::ofstream(dir / "kiln.yaml") << "log_level: error\nidle_spin_us: 7\n";
-  // "listening" is an info line: the server is seen to start only if --log-level info won.
-  ServerProcess server({"--config", (dir / "kiln.yaml").string(), "--log-level", "info", "--models",
-                        TestModelsDir(), "--data", (dir / "data").string()});
-  EXPECT_TRUE(server.started()) << server.log();
-  std::filesystem::remove_all(dir);
+  {
+    // "listening" is an info line: the server is seen to start only if --log-level info won.
+    ServerProcess server({"--config", (dir / "kiln.yaml").string(), "--log-level", "info",
+                          "--models", TestModelsDir(), "--data", (dir / "data").string()});
+    EXPECT_TRUE(server.started()) << server.log();
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
 }
 
 TEST(JobsRetention, FinishedJobsAndTheirFilesGoAfterTheRetention) {
