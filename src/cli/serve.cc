@@ -145,6 +145,9 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o,
       auto set_int = [&](int& field) {
         if (!given(key)) field = kv.second.as<int>();
       };
+      auto set_double = [&](double& field) {
+        if (!given(key)) field = kv.second.as<double>();
+      };
       if (key == "host")
         set_str(o.host);
       else if (key == "port")
@@ -193,12 +196,10 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o,
         set_int(o.exit_when_idle);
       else if (key == "max_concurrent_decodes")
         set_int(o.max_concurrent_decodes);
-      else if (key == "retention_hours" && !given(key))
-        o.retention_hours = kv.second.as<double>();
-      else if (key == "idempotency_hours" && !given(key))
-        o.idempotency_hours = kv.second.as<double>();
-      else if (key == "retention_hours" || key == "idempotency_hours")
-        continue;  // the command line set it
+      else if (key == "retention_hours")
+        set_double(o.retention_hours);
+      else if (key == "idempotency_hours")
+        set_double(o.idempotency_hours);
       else if (key == "tenant_weights") {
         if (!kv.second.IsMap()) return path + ": key 'tenant_weights': must be a map";
         if (kv.second.size() > 10000) {

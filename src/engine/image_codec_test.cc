@@ -1,11 +1,11 @@
 #include "engine/image_codec.h"
 
 #include <png.h>
-#include <zlib.h>
 
 #include <cstring>
 
 #include "gtest/gtest.h"
+#include "tests/testing/png_bomb.h"
 
 namespace kiln::engine {
 namespace {
@@ -116,39 +116,14 @@ TEST(ImageCodec, DecodesGrayAlphaAndInterlacedPngs) {
 
 TEST(ImageCodec, APngIsNeverInflatedPastItsDeclaredSize) {
   // A 1x1 RGB image whose data stream goes on for 256 MiB of zeros after its one row.
-  const size_t inflated = size_t{256} << 20;
-  std::vector<unsigned char> zeros(inflated, 0);
-  uLongf compressed_size = compressBound(static_cast<uLong>(inflated));
-  std::string compressed(compressed_size, '\0');
-  ASSERT_EQ(compress2(reinterpret_cast<Bytef*>(compressed.data()), &compressed_size, zeros.data(),
-                      static_cast<uLong>(inflated), 9),
-            Z_OK);
-  compressed.resize(compressed_size);
-  zeros = {};
-  auto be32 = [](uint32_t v) {
-    return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16),
-                       static_cast<char>(v >> 8), static_cast<char>(v)};
-  };
-  auto chunk = [&](const std::string& type, const std::string& data) {
-    const std::string td = type + data;
-    return be32(static_cast<uint32_t>(data.size())) + td +
-           be32(static_cast<uint32_t>(
-               crc32(0, reinterpret_cast<const Bytef*>(td.data()), static_cast<uInt>(td.size()))));
-  };
-  const std::string png =
-      std::string("\x89PNG\r\n\x1a\n", 8) +
-      chunk("IHDR", be32(1) + be32(1) + std::string("\x08\x02\x00\x00\x00", 5)) +
-      chunk("IDAT", compressed) + chunk("IEND", "");
+  const std::string png = testing::PngBomb(size_t{256} << 20);
   auto img = DecodeImage(png, {});
   ASSERT_TRUE(img.ok()) << img.status();
   EXPECT_EQ(img->width, 1);
   EXPECT_EQ(img->rgb, std::vector<uint8_t>(3, 0));
 
   // A declared size over the limit is refused before any pixel memory.
-  std::string huge = png;
-  const std::string ihdr =
-      chunk("IHDR", be32(100000) + be32(100000) + std::string("\x08\x02\x00\x00\x00", 5));
-  huge.replace(8, ihdr.size(), ihdr);
+  const std::string huge = testing::PngBomb(1 << 20, 100000, 100000);
   auto refused = DecodeImage(huge, {});
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("100000x100000; the limit is"), std::string::npos)

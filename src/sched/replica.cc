@@ -14,9 +14,10 @@ int64_t NowNs() {
       .count();
 }
 
-// Whether a sync item's client closed its connection; if so the item is marked cancelled, and
-// counted as client_gone.
-bool ClientLeft(WorkItem& item) {
+// Whether the item is to stop here: it was cancelled, or (a sync item) its client closed its
+// connection, which marks it cancelled and counted as client_gone.
+bool StopRequested(WorkItem& item) {
+  if (item.cancel) return true;
   if (!item.client_left || !item.client_left()) return false;
   item.client_gone = true;
   item.cancel = true;
@@ -81,7 +82,7 @@ void Replica::Admit(bool idle) {
   while (free_rows > 0 || (idle && running_.empty())) {
     WorkItemPtr item = source_->Next(free_rows, idle && running_.empty());
     if (!item) return;
-    if (item->cancel || ClientLeft(*item)) {
+    if (StopRequested(*item)) {
       source_->Finished(std::move(item), absl::CancelledError("cancelled by request"));
       continue;
     }
@@ -158,8 +159,7 @@ void Replica::Retire(size_t index, absl::StatusOr<std::vector<engine::Image>> re
 void Replica::StepAll() {
   // Cancellations take effect at the step boundary.
   for (size_t i = running_.size(); i-- > 0;) {
-    WorkItem& item = *running_[i].item;
-    if (item.cancel || ClientLeft(item)) Retire(i, absl::CancelledError("cancelled by request"));
+    if (StopRequested(*running_[i].item)) Retire(i, absl::CancelledError("cancelled by request"));
   }
   if (running_.empty()) return;
   // One denoiser call per latent shape.

@@ -7,7 +7,6 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <cstring>
 #include <fstream>
@@ -18,6 +17,7 @@
 
 #include "gtest/gtest.h"
 #include "tests/integration/server_process.h"
+#include "tests/testing/png_bomb.h"
 
 namespace kiln::testing {
 namespace {
@@ -170,54 +170,6 @@ TEST(HostileClient, ManyTrailersAndLongChunkExtensionsCountAgainstTheHeaderLimit
 }
 
 // ---- 2. Decompression bombs --------------------------------------------------------------
-
-uint32_t Crc(const std::string& type_and_data) {
-  return static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(type_and_data.data()),
-                                     static_cast<uInt>(type_and_data.size())));
-}
-
-std::string BigEndian32(uint32_t v) {
-  return {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
-          static_cast<char>(v)};
-}
-
-std::string Chunk(const std::string& type, const std::string& data) {
-  return BigEndian32(static_cast<uint32_t>(data.size())) + type + data +
-         BigEndian32(Crc(type + data));
-}
-
-// A 1x1 RGB PNG whose image data inflates to `inflated_bytes` (the one row it declares, then
-// zeros).
-std::string PngBomb(size_t inflated_bytes) {
-  z_stream z{};
-  deflateInit(&z, 9);
-  std::string compressed;
-  std::vector<unsigned char> zeros(1 << 20, 0);
-  std::vector<unsigned char> out(1 << 16);
-  size_t fed = 0;
-  int flush = Z_NO_FLUSH;
-  do {
-    const size_t piece = std::min(zeros.size(), inflated_bytes - fed);
-    z.next_in = zeros.data();
-    z.avail_in = static_cast<uInt>(piece);
-    fed += piece;
-    flush = fed == inflated_bytes ? Z_FINISH : Z_NO_FLUSH;
-    do {
-      z.next_out = out.data();
-      z.avail_out = static_cast<uInt>(out.size());
-      deflate(&z, flush);
-      compressed.append(reinterpret_cast<char*>(out.data()), out.size() - z.avail_out);
-    } while (z.avail_out == 0);
-  } while (flush != Z_FINISH);
-  deflateEnd(&z);
-  const std::string ihdr = BigEndian32(1) + BigEndian32(1) + std::string("\x08\x02\x00\x00\x00", 5);
-  // As encoders write them: the data split into IDAT chunks of 64 KiB.
-  std::string png = std::string("\x89PNG\r\n\x1a\n", 8) + Chunk("IHDR", ihdr);
-  for (size_t pos = 0; pos < compressed.size(); pos += 64 << 10) {
-    png += Chunk("IDAT", compressed.substr(pos, 64 << 10));
-  }
-  return png + Chunk("IEND", "");
-}
 
 TEST(HostileClient, PngBombsDecodeWithinTheirDeclaredSize) {
   ServerProcess server({"--models", TestModelsDir()});
