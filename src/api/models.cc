@@ -14,6 +14,12 @@ nlohmann::json ModelJson(const engine::ModelSpec& spec) {
   if (spec.supports_edit) tasks.push_back("edit");
   nlohmann::json sizes = nlohmann::json::array();
   for (const auto& s : spec.sizes) sizes.push_back(s.ToString());
+  nlohmann::json any_size = nullptr;
+  if (spec.size_multiple > 0) {
+    any_size = {{"multiple_of", spec.size_multiple},
+                {"min_side", spec.min_side},
+                {"max_side", spec.max_side}};
+  }
   return {{"id", spec.name},
           {"object", "model"},
           {"created", 0},
@@ -21,6 +27,10 @@ nlohmann::json ModelJson(const engine::ModelSpec& spec) {
           {"description", spec.description},
           {"tasks", tasks},
           {"sizes", sizes},
+          {"any_size", any_size},
+          {"architecture", spec.architecture},
+          {"format", spec.format == engine::ModelFormat::kDiffusers ? "diffusers" : "torchscript"},
+          {"dtype", spec.dtype},
           {"max_batch", spec.max_batch},
           {"defaults",
            {{"steps", spec.defaults.steps},

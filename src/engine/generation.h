@@ -36,6 +36,8 @@ class TorchGeneration final : public Generation {
   torch::Tensor hidden;                   // [1, T, D] prompt
   torch::Tensor hidden_neg;               // [1, T, D] negative (or empty) prompt; undefined
                                           // without guidance (GuidanceMode::kNone)
+  torch::Tensor pooled, pooled_neg;       // [1, P]: SDXL's pooled text embeddings
+  torch::Tensor time_ids;                 // [1, 6]: SDXL's size and crop conditions
   torch::Tensor image_cond;               // [1, C', h, w]; zeros for text-to-image
   std::vector<at::Generator> generators;  // one per image, seeded seed + i
   torch::Tensor denoised;                 // the last step's estimate of x0, for previews

@@ -6,6 +6,7 @@
 #include "core/logging.h"
 #include "core/status_util.h"
 #include "core/strings.h"
+#include "engine/sd/sd_parts.h"
 
 namespace kiln::engine {
 
@@ -17,7 +18,8 @@ absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Load(
   }
   std::vector<std::filesystem::path> folders;
   for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
-    if (e.is_directory() && std::filesystem::exists(e.path() / "model.yaml")) {
+    if (e.is_directory() &&
+        (std::filesystem::exists(e.path() / "model.yaml") || sd::IsDiffusersFolder(e.path()))) {
       folders.push_back(e.path());
     }
   }
@@ -28,7 +30,8 @@ absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Load(
     ModelEntry entry;
     entry.name = folder.filename().string();
     const auto start = std::chrono::steady_clock::now();
-    auto spec = LoadModelSpec(folder);
+    auto spec = std::filesystem::exists(folder / "model.yaml") ? LoadModelSpec(folder)
+                                                               : sd::LoadDiffusersSpec(folder);
     if (spec.ok()) {
       entry.spec = *spec;
       if (pipelines) {

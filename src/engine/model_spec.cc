@@ -234,7 +234,8 @@ bool ModelSpec::SupportsSize(const ImageSize& size) const {
   for (const auto& s : sizes) {
     if (s == size) return true;
   }
-  return false;
+  auto side_ok = [&](int v) { return v % size_multiple == 0 && v >= min_side && v <= max_side; };
+  return size_multiple > 0 && side_ok(size.width) && side_ok(size.height);
 }
 
 absl::StatusOr<ModelSpec> ParseModelSpec(std::string_view yaml_text, const fs::path& dir) {

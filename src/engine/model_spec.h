@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -16,6 +17,8 @@ enum class ModelKind { kPixel, kLatent };
 enum class BetaSchedule { kLinear, kScaledLinear, kSquaredCosCapV2 };
 enum class PredictionType { kEps, kV };
 enum class TokenizerType { kWords, kClipBpe };
+enum class ModelFormat { kTorchScript, kDiffusers };
+enum class TimestepSpacing { kLinspace, kLeading, kTrailing };
 
 struct ScheduleSpec {
   int num_train_timesteps = 1000;
@@ -23,6 +26,14 @@ struct ScheduleSpec {
   double beta_start = 0.00085;
   double beta_end = 0.012;
   PredictionType prediction_type = PredictionType::kEps;
+  // Native SD models walk the sigmas, timesteps and end points diffusers 0.25 computes from the
+  // model's scheduler config, so that a seed gives diffusers' picture; Kiln's own models keep
+  // Kiln's plans (samplers/schedule.h).
+  bool diffusers_plans = false;
+  // diffusers_plans only: the config's timestep_spacing (absent: each sampler's own default,
+  // as diffusers' from_config gives it) and steps_offset.
+  std::optional<TimestepSpacing> timestep_spacing;
+  int steps_offset = 0;
 };
 
 struct TokenizerSpec {
@@ -43,11 +54,21 @@ struct ModelDefaults {
 struct ModelSpec {
   std::string name;
   std::filesystem::path dir;
+  // kTorchScript: a Kiln model folder (model.yaml); kDiffusers: a Stable Diffusion diffusers
+  // folder served by the native engine (engine/sd/).
+  ModelFormat format = ModelFormat::kTorchScript;
+  std::string architecture = "kiln";  // native: "sd1", "sd2", "sdxl" or "instruct-pix2pix"
+  std::string dtype = "float32";      // what the networks compute in
   ModelKind kind = ModelKind::kPixel;
   std::string description;
   bool supports_generate = true;
   bool supports_edit = false;
   std::vector<ImageSize> sizes;  // first is the default
+  // Besides `sizes`, any size whose sides are multiples of `size_multiple` within
+  // [min_side, max_side] (0: only `sizes`).
+  int size_multiple = 0;
+  int min_side = 0;
+  int max_side = 0;
   int channels = 3;
   int image_cond_channels = 0;
   int downsample = 1;

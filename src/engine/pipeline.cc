@@ -11,24 +11,19 @@
 #include "core/strings.h"
 #include "engine/generation.h"
 #include "engine/image_codec.h"
+#include "engine/model_parts.h"
 #include "engine/samplers/schedule.h"
-#include "engine/tokenizer/tokenizer.h"
+#include "engine/sd/sd_parts.h"
 
 namespace kiln::engine {
 namespace {
 
-std::string ShapeString(const torch::Tensor& t) {
-  std::string s = "[";
-  for (int64_t i = 0; i < t.dim(); ++i) StrAppend(&s, i ? "," : "", t.size(i));
-  return s + "]";
-}
-
-// Image RGB8 -> float [1, 3, H, W] in [-1, 1].
+// Image RGB8 -> float [1, 3, H, W] in [-1, 1], as diffusers maps a picture (u8 / 255 * 2 - 1).
 torch::Tensor ImageToTensor(const Image& img) {
   torch::Tensor t = torch::from_blob(const_cast<uint8_t*>(img.rgb.data()),
                                      {img.height, img.width, 3}, torch::kUInt8)
                         .to(torch::kFloat32);
-  return (t.permute({2, 0, 1}).unsqueeze(0) / 127.5 - 1.0).contiguous();
+  return (t.permute({2, 0, 1}).unsqueeze(0) / 255.0 * 2.0 - 1.0).contiguous();
 }
 
 // float [3, H, W] in [-1, 1] -> Image RGB8.
@@ -48,19 +43,15 @@ Image TensorToImage(const torch::Tensor& chw) {
 struct Pipeline::Impl {
   ModelSpec spec;
   torch::Device device{torch::kCPU};
-  std::unique_ptr<Tokenizer> tokenizer;
   NoiseSchedule schedule;
-  // TorchScript modules are used by one thread at a time: the replica's step loop.
+  // The networks are used by one thread at a time: the replica's step loop.
   absl::Mutex mu;
-  torch::jit::Module text_encoder ABSL_GUARDED_BY(mu);
-  torch::jit::Module denoiser ABSL_GUARDED_BY(mu);
-  std::optional<torch::jit::Module> decoder ABSL_GUARDED_BY(mu);
-  std::optional<torch::jit::Module> encoder ABSL_GUARDED_BY(mu);
+  std::unique_ptr<ModelParts> parts ABSL_GUARDED_BY(mu);
 
-  absl::StatusOr<torch::Tensor> EncodeText(const std::vector<std::string>& prompts)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
-  absl::StatusOr<torch::Tensor> EncodeImage(const Image& image) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  absl::StatusOr<EncodedImage> EncodeImage(const Image& image) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
   absl::Status StepLocked(std::span<Generation* const> batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  absl::StatusOr<torch::Tensor> DecodeLocked(const TorchGeneration& generation)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
 };
 
 Pipeline::Pipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -72,80 +63,26 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Load(const ModelSpec& spec,
                                                          const std::string& device) {
   auto impl = std::make_unique<Impl>();
   impl->spec = spec;
-  KILN_ASSIGN_OR_RETURN(impl->tokenizer, Tokenizer::Create(spec.tokenizer));
   KILN_ASSIGN_OR_RETURN(impl->schedule, NoiseSchedule::Create(spec.schedule));
-  auto load = [&](const std::filesystem::path& path) -> absl::StatusOr<torch::jit::Module> {
-    try {
-      torch::jit::Module m = torch::jit::load(path.string(), impl->device);
-      m.eval();
-      return m;
-    } catch (const std::exception& e) {
-      return absl::InvalidArgumentError(
-          StrCat(path.string(), ": not a loadable TorchScript module: ", e.what()));
-    }
-  };
   try {
     impl->device = torch::Device(device);
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(StrCat("bad device '", device, "': ", e.what()));
   }
   absl::MutexLock lock(&impl->mu);
-  KILN_ASSIGN_OR_RETURN(impl->text_encoder, load(spec.text_encoder));
-  KILN_ASSIGN_OR_RETURN(impl->denoiser, load(spec.denoiser));
-  if (!spec.decoder.empty()) {
-    KILN_ASSIGN_OR_RETURN(auto m, load(spec.decoder));
-    impl->decoder = std::move(m);
-  }
-  if (!spec.encoder.empty()) {
-    KILN_ASSIGN_OR_RETURN(auto m, load(spec.encoder));
-    impl->encoder = std::move(m);
+  if (spec.format == ModelFormat::kTorchScript) {
+    KILN_ASSIGN_OR_RETURN(impl->parts, LoadTorchScriptParts(spec, impl->device));
+  } else {
+    KILN_ASSIGN_OR_RETURN(impl->parts, sd::LoadStableDiffusionParts(spec, impl->device));
   }
   return std::unique_ptr<Pipeline>(new Pipeline(std::move(impl)));
 }
 
-absl::StatusOr<torch::Tensor> Pipeline::Impl::EncodeText(const std::vector<std::string>& prompts) {
-  const int64_t len = tokenizer->max_length();
-  std::vector<int64_t> ids;
-  for (const auto& p : prompts) {
-    std::vector<int64_t> row = tokenizer->Encode(p);
-    ids.insert(ids.end(), row.begin(), row.end());
-  }
-  torch::Tensor input =
-      torch::from_blob(ids.data(), {static_cast<int64_t>(prompts.size()), len}, torch::kInt64)
-          .clone()
-          .to(device);
-  try {
-    torch::Tensor hidden = text_encoder.forward({input}).toTensor().to(torch::kFloat32);
-    if (hidden.dim() != 3 || hidden.size(0) != input.size(0) || hidden.size(1) != len) {
-      return absl::InternalError(StrCat("model '", spec.name, "': text_encoder returned ",
-                                        ShapeString(hidden), ", expected [", input.size(0), ",",
-                                        len, ",D]"));
-    }
-    return hidden;
-  } catch (const std::exception& e) {
-    return absl::InternalError(StrCat("model '", spec.name, "': text_encoder failed: ", e.what()));
-  }
-}
-
-absl::StatusOr<torch::Tensor> Pipeline::Impl::EncodeImage(const Image& image) {
-  torch::Tensor pixels = ImageToTensor(image).to(device);
-  if (spec.kind == ModelKind::kPixel) return pixels;
-  if (!encoder) {
+absl::StatusOr<EncodedImage> Pipeline::Impl::EncodeImage(const Image& image) {
+  if (!parts->has_encoder()) {
     return InvalidField("image", StrCat("model '", spec.name, "' has no encoder"));
   }
-  try {
-    torch::Tensor latent = encoder->forward({pixels}).toTensor().to(torch::kFloat32);
-    const int64_t h = image.height / spec.downsample, w = image.width / spec.downsample;
-    if (latent.dim() != 4 || latent.size(1) != spec.channels || latent.size(2) != h ||
-        latent.size(3) != w) {
-      return absl::InternalError(StrCat("model '", spec.name, "': encoder returned ",
-                                        ShapeString(latent), ", expected [1,", spec.channels, ",",
-                                        h, ",", w, "]"));
-    }
-    return latent;
-  } catch (const std::exception& e) {
-    return absl::InternalError(StrCat("model '", spec.name, "': encoder failed: ", e.what()));
-  }
+  return parts->EncodeImage(ImageToTensor(image).to(device));
 }
 
 namespace {
@@ -220,23 +157,23 @@ absl::StatusOr<std::unique_ptr<Generation>> Pipeline::Start(const GenerationRequ
   const int64_t h = request.size.height / m.spec.downsample;
   const int64_t w = request.size.width / m.spec.downsample;
   const int64_t c = m.spec.channels;
+  const auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(m.device);
 
   SigmaPlan plan = PlanSigmas(m.schedule, request.sampler, request.steps);
   int start_step = 0;
   if (const auto* i2i = std::get_if<ImageToImage>(&request.conditioning)) {
-    // As diffusers' img2img: keep the last round(steps * strength) steps, at least one.
+    // As diffusers' img2img: keep the last int(steps * strength) steps, at least one.
     const int kept = std::clamp(static_cast<int>(request.steps * i2i->strength), 1, request.steps);
     start_step = request.steps - kept;
   }
   auto gen =
       std::make_unique<TorchGeneration>(Sampler(request.sampler, plan, start_step), request.n);
+  // Image i draws from its own CPU generator seeded seed + i, in diffusers' order, so a seed
+  // gives the same image on any device, in any batch, and as diffusers with that seed.
   for (int i = 0; i < request.n; ++i) {
     gen->generators.push_back(
         at::make_generator<at::CPUGeneratorImpl>(request.seed + static_cast<uint64_t>(i)));
   }
-  // Noise is drawn on the CPU from per-image generators, so a seed gives the same image on
-  // any device and in any batch.
-  torch::Tensor noise = RowNoise({request.n, c, h, w}, gen->generators);
 
   absl::MutexLock lock(&m.mu);
   const auto* instruct = std::get_if<InstructEdit>(&request.conditioning);
@@ -245,34 +182,59 @@ absl::StatusOr<std::unique_ptr<Generation>> Pipeline::Start(const GenerationRequ
               : request.guidance_scale == 1.0 ? GuidanceMode::kNone
                                               : GuidanceMode::kClassifierFree;
   if (gen->mode == GuidanceMode::kNone) {  // the negative prompt would never be used
-    KILN_ASSIGN_OR_RETURN(gen->hidden, m.EncodeText({request.prompt}));
+    KILN_ASSIGN_OR_RETURN(TextEmbedding text, m.parts->EncodeText({request.prompt}));
+    gen->hidden = text.hidden;
+    gen->pooled = text.pooled;
+  } else if (request.negative_prompt.empty() && m.parts->zeros_for_empty_negative()) {
+    KILN_ASSIGN_OR_RETURN(TextEmbedding text, m.parts->EncodeText({request.prompt}));
+    gen->hidden = text.hidden;
+    gen->hidden_neg = torch::zeros_like(text.hidden);
+    gen->pooled = text.pooled;
+    if (text.pooled.defined()) gen->pooled_neg = torch::zeros_like(text.pooled);
   } else {
-    KILN_ASSIGN_OR_RETURN(torch::Tensor hidden,
-                          m.EncodeText({request.prompt, request.negative_prompt}));
-    gen->hidden = hidden.slice(0, 0, 1);
-    gen->hidden_neg = hidden.slice(0, 1, 2);
+    KILN_ASSIGN_OR_RETURN(TextEmbedding text,
+                          m.parts->EncodeText({request.prompt, request.negative_prompt}));
+    gen->hidden = text.hidden.slice(0, 0, 1);
+    gen->hidden_neg = text.hidden.slice(0, 1, 2);
+    if (text.pooled.defined()) {
+      gen->pooled = text.pooled.slice(0, 0, 1);
+      gen->pooled_neg = text.pooled.slice(0, 1, 2);
+    }
   }
-  gen->image_cond = torch::zeros({1, m.spec.image_cond_channels, h, w},
-                                 torch::TensorOptions().dtype(torch::kFloat32).device(m.device));
+  if (m.parts->uses_added_conditions()) {
+    // SDXL's size and crop conditions: (original h, w, crop top, left, target h, w).
+    const float hh = static_cast<float>(request.size.height);
+    const float ww = static_cast<float>(request.size.width);
+    gen->time_ids = torch::tensor({hh, ww, 0.0f, 0.0f, hh, ww}, f32).view({1, 6});
+  }
+  gen->image_cond = torch::zeros({1, m.spec.image_cond_channels, h, w}, f32);
 
   if (instruct) {
     Image src = ResizeBilinear(instruct->image, request.size.width, request.size.height);
-    KILN_ASSIGN_OR_RETURN(torch::Tensor cond, m.EncodeImage(src));
-    if (cond.size(1) != m.spec.image_cond_channels) {
+    KILN_ASSIGN_OR_RETURN(EncodedImage cond, m.EncodeImage(src));
+    if (cond.mean.size(1) != m.spec.image_cond_channels) {
       return absl::InternalError(StrCat("model '", m.spec.name, "': image_cond_channels is ",
                                         m.spec.image_cond_channels, " but the encoded image has ",
-                                        cond.size(1)));
+                                        cond.mean.size(1)));
     }
-    gen->image_cond = m.spec.kind == ModelKind::kLatent ? cond * m.spec.image_cond_scale : cond;
+    // InstructPix2Pix conditions on the distribution's mode, unscaled.
+    gen->image_cond =
+        m.spec.kind == ModelKind::kLatent ? cond.mean * m.spec.image_cond_scale : cond.mean;
     gen->image_guidance_scale = instruct->image_guidance_scale;
-    gen->x = noise.to(m.device) * plan.init_noise_sigma;
+    gen->x = RowNoise({request.n, c, h, w}, gen->generators).to(m.device) * plan.init_noise_sigma;
   } else if (const auto* i2i = std::get_if<ImageToImage>(&request.conditioning)) {
     Image src = ResizeBilinear(i2i->image, request.size.width, request.size.height);
-    KILN_ASSIGN_OR_RETURN(torch::Tensor init, m.EncodeImage(src));
+    KILN_ASSIGN_OR_RETURN(EncodedImage enc, m.EncodeImage(src));
+    torch::Tensor init = enc.mean.expand({request.n, c, h, w});
+    if (enc.std.defined()) {
+      // A sample of the posterior per image (its generator's first draw), as diffusers does.
+      init = init + enc.std * RowNoise({request.n, c, h, w}, gen->generators).to(m.device);
+    }
     if (m.spec.kind == ModelKind::kLatent) init = init * m.spec.latent_scale;
-    gen->x = init.expand({request.n, c, h, w}) + noise.to(m.device) * plan.sigmas[start_step];
+    torch::Tensor noise = RowNoise({request.n, c, h, w}, gen->generators).to(m.device);
+    gen->x = init + noise * plan.sigmas[start_step];
   } else {
-    gen->x = noise.to(m.device) * plan.init_noise_sigma;
+    gen->x = RowNoise({request.n, c, h, w}, gen->generators).to(m.device) * plan.init_noise_sigma;
   }
   return std::unique_ptr<Generation>(std::move(gen));
 }
@@ -285,7 +247,8 @@ absl::Status Pipeline::Step(std::span<Generation* const> batch) {
 absl::Status Pipeline::Impl::StepLocked(std::span<Generation* const> batch) {
   c10::InferenceMode inference;
   // Assemble rows: per generation, per branch, the n images.
-  std::vector<torch::Tensor> xs, ts, hs, conds;
+  const bool added = parts->uses_added_conditions();
+  std::vector<torch::Tensor> xs, ts, hs, conds, pooled, time_ids;
   for (Generation* g : batch) {
     auto* tg = static_cast<TorchGeneration*>(g);
     if (tg->done()) return absl::InternalError("Step called on a finished generation");
@@ -294,24 +257,30 @@ absl::Status Pipeline::Impl::StepLocked(std::span<Generation* const> batch) {
     torch::Tensor x_in = tg->x * s.input_scale();
     torch::Tensor t = torch::full({n}, s.timestep(),
                                   torch::TensorOptions().dtype(torch::kFloat32).device(device));
-    auto add = [&](const torch::Tensor& hidden, const torch::Tensor& cond) {
+    auto add = [&](bool positive, const torch::Tensor& cond) {
+      const torch::Tensor& hidden = positive ? tg->hidden : tg->hidden_neg;
       xs.push_back(x_in);
       ts.push_back(t);
       hs.push_back(hidden.expand({n, hidden.size(1), hidden.size(2)}));
       conds.push_back(cond.expand({n, cond.size(1), cond.size(2), cond.size(3)}));
+      if (added) {
+        const torch::Tensor& p = positive ? tg->pooled : tg->pooled_neg;
+        pooled.push_back(p.expand({n, p.size(1)}));
+        time_ids.push_back(tg->time_ids.expand({n, 6}));
+      }
     };
     switch (tg->mode) {
       case GuidanceMode::kNone:
-        add(tg->hidden, tg->image_cond);
+        add(true, tg->image_cond);
         break;
       case GuidanceMode::kClassifierFree:
-        add(tg->hidden, tg->image_cond);
-        add(tg->hidden_neg, tg->image_cond);
+        add(true, tg->image_cond);
+        add(false, tg->image_cond);
         break;
       case GuidanceMode::kInstructEdit:
-        add(tg->hidden, tg->image_cond);
-        add(tg->hidden_neg, tg->image_cond);
-        add(tg->hidden_neg, torch::zeros_like(tg->image_cond));
+        add(true, tg->image_cond);
+        add(false, tg->image_cond);
+        add(false, torch::zeros_like(tg->image_cond));
         break;
     }
   }
@@ -320,27 +289,19 @@ absl::Status Pipeline::Impl::StepLocked(std::span<Generation* const> batch) {
     return parts.size() == 1 ? parts[0] : torch::cat(parts);
   };
   torch::Tensor x_all = join(xs), t_all = join(ts), h_all = join(hs), c_all = join(conds);
+  torch::Tensor p_all = added ? join(pooled) : torch::Tensor();
+  torch::Tensor id_all = added ? join(time_ids) : torch::Tensor();
   const int64_t total = x_all.size(0);
   std::vector<torch::Tensor> outs;
-  try {
-    for (int64_t begin = 0; begin < total; begin += spec.max_batch) {
-      const int64_t end = std::min<int64_t>(total, begin + spec.max_batch);
-      torch::Tensor out =
-          denoiser
-              .forward({x_all.slice(0, begin, end).contiguous(), t_all.slice(0, begin, end),
-                        h_all.slice(0, begin, end).contiguous(),
-                        c_all.slice(0, begin, end).contiguous()})
-              .toTensor()
-              .to(torch::kFloat32);
-      if (out.sizes() != x_all.slice(0, begin, end).sizes()) {
-        return absl::InternalError(StrCat("model '", spec.name, "': denoiser returned ",
-                                          ShapeString(out), ", expected ",
-                                          ShapeString(x_all.slice(0, begin, end))));
-      }
-      outs.push_back(out);
-    }
-  } catch (const std::exception& e) {
-    return absl::InternalError(StrCat("model '", spec.name, "': denoiser failed: ", e.what()));
+  for (int64_t begin = 0; begin < total; begin += spec.max_batch) {
+    const int64_t end = std::min<int64_t>(total, begin + spec.max_batch);
+    auto rows = [&](const torch::Tensor& all) {
+      return all.defined() ? all.slice(0, begin, end).contiguous() : all;
+    };
+    KILN_ASSIGN_OR_RETURN(torch::Tensor out,
+                          parts->Denoise(DenoiseBatch{rows(x_all), rows(t_all), rows(h_all),
+                                                      rows(c_all), rows(p_all), rows(id_all)}));
+    outs.push_back(out);
   }
   torch::Tensor pred_all = join(outs);
 
@@ -385,33 +346,43 @@ absl::Status Pipeline::Impl::StepLocked(std::span<Generation* const> batch) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<torch::Tensor> Pipeline::Impl::DecodeLocked(const TorchGeneration& tg) {
+  torch::Tensor x = tg.sampler.Output(tg.x);
+  if (spec.kind == ModelKind::kLatent) x = x / spec.latent_scale;
+  KILN_ASSIGN_OR_RETURN(torch::Tensor pixels, parts->Decode(x));
+  return pixels.to(torch::kCPU);
+}
+
 absl::StatusOr<std::vector<Image>> Pipeline::Finish(Generation& generation) {
   auto& tg = static_cast<TorchGeneration&>(generation);
   if (!tg.done()) return absl::InternalError("Finish called before the last step");
-  Impl& m = *impl_;
   c10::InferenceMode inference;
-  torch::Tensor x = tg.sampler.Output(tg.x);
   torch::Tensor pixels;
-  if (m.spec.kind == ModelKind::kLatent) {
-    absl::MutexLock lock(&m.mu);
-    try {
-      pixels = m.decoder->forward({x / m.spec.latent_scale}).toTensor().to(torch::kFloat32);
-    } catch (const std::exception& e) {
-      return absl::InternalError(StrCat("model '", m.spec.name, "': decoder failed: ", e.what()));
-    }
-    const int64_t hh = x.size(2) * m.spec.downsample, ww = x.size(3) * m.spec.downsample;
-    if (pixels.dim() != 4 || pixels.size(1) != 3 || pixels.size(2) != hh || pixels.size(3) != ww) {
-      return absl::InternalError(StrCat("model '", m.spec.name, "': decoder returned ",
-                                        ShapeString(pixels), ", expected [", x.size(0), ",3,", hh,
-                                        ",", ww, "]"));
-    }
-  } else {
-    pixels = x;
+  {
+    absl::MutexLock lock(&impl_->mu);
+    KILN_ASSIGN_OR_RETURN(pixels, impl_->DecodeLocked(tg));
   }
-  pixels = pixels.to(torch::kCPU);
   std::vector<Image> images;
   for (int64_t i = 0; i < pixels.size(0); ++i) images.push_back(TensorToImage(pixels[i]));
   return images;
+}
+
+absl::StatusOr<FloatImages> Pipeline::FinishFloat(Generation& generation) {
+  auto& tg = static_cast<TorchGeneration&>(generation);
+  if (!tg.done()) return absl::InternalError("Finish called before the last step");
+  c10::InferenceMode inference;
+  torch::Tensor pixels;
+  {
+    absl::MutexLock lock(&impl_->mu);
+    KILN_ASSIGN_OR_RETURN(pixels, impl_->DecodeLocked(tg));
+  }
+  torch::Tensor nhwc = (pixels / 2.0 + 0.5).clamp(0.0, 1.0).permute({0, 2, 3, 1}).contiguous();
+  FloatImages out{static_cast<int>(nhwc.size(0)),
+                  static_cast<int>(nhwc.size(1)),
+                  static_cast<int>(nhwc.size(2)),
+                  {}};
+  out.values.assign(nhwc.data_ptr<float>(), nhwc.data_ptr<float>() + nhwc.numel());
+  return out;
 }
 
 absl::StatusOr<Image> Pipeline::Preview(const Generation& generation, int max_side) {

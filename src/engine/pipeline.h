@@ -29,6 +29,12 @@ class Generation {
   virtual int rows() const = 0;
 };
 
+// Images as floats, NHWC, row-major.
+struct FloatImages {
+  int n = 0, height = 0, width = 0;
+  std::vector<float> values;
+};
+
 class Pipeline {
  public:
   ~Pipeline();
@@ -50,6 +56,10 @@ class Pipeline {
 
   // Decodes a finished generation into its n images. REQUIRES: generation.done().
   absl::StatusOr<std::vector<Image>> Finish(Generation& generation);
+
+  // The finished images as diffusers' output_type="np" gives them: float NHWC in [0, 1]
+  // (clamp(decoded / 2 + 0.5)), for parity checks and tools. REQUIRES: generation.done().
+  absl::StatusOr<FloatImages> FinishFloat(Generation& generation);
 
   // A low-resolution preview (at most `max_side` pixels a side) of the first image's current
   // estimate, for progress events. For latent models it shows the first three latent channels

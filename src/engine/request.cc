@@ -16,6 +16,10 @@ absl::Status CheckRequestForModel(const GenerationRequest& r, const ModelSpec& m
   if (!model.SupportsSize(r.size)) {
     std::string sizes;
     for (const auto& s : model.sizes) StrAppend(&sizes, sizes.empty() ? "" : ", ", s.ToString());
+    if (model.size_multiple > 0) {
+      StrAppend(&sizes, ", or any WxH with sides multiples of ", model.size_multiple, " from ",
+                model.min_side, " to ", model.max_side);
+    }
     return InvalidField("size", StrCat("size ", r.size.ToString(), " is not supported by model '",
                                        model.name, "'; supported: ", sizes));
   }

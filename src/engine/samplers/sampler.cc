@@ -53,7 +53,8 @@ void Sampler::Advance(torch::Tensor& x, const torch::Tensor& denoised,
       } else {
         const double h = std::log(s) - std::log(s_next);  // t_next - t
         const double phi = -std::expm1(-h);
-        if (!old_denoised_.defined() || step_ == 0) {
+        const bool last = step_ + 1 == num_steps();
+        if (!old_denoised_.defined() || step_ == 0 || (last && plan_.lower_order_final)) {
           x = x * ratio + denoised * phi;
         } else {
           const double s_prev = plan_.sigmas[step_ - 1];

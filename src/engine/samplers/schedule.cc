@@ -38,6 +38,7 @@ absl::StatusOr<NoiseSchedule> NoiseSchedule::Create(const ScheduleSpec& spec) {
     }
   }
   NoiseSchedule s;
+  s.spec_ = spec;
   s.alphas_cumprod_.resize(n);
   s.sigmas_.resize(n);
   double prod = 1.0;
@@ -83,7 +84,114 @@ std::vector<double> KarrasSigmas(double sigma_min, double sigma_max, int n, doub
   return out;
 }
 
+namespace {
+
+// numpy's round: halves to even.
+double RoundHalfEven(double v) { return std::nearbyint(v); }
+
+// The timesteps diffusers' set_timesteps gives for `spacing`: DPM-Solver spaces steps + 1 points
+// and drops the last (`plus_one`), the others space `steps` points.
+std::vector<double> DiffusersTimesteps(TimestepSpacing spacing, int train, int steps, int offset,
+                                       bool plus_one, bool round_linspace) {
+  std::vector<double> t;
+  const int points = plus_one ? steps + 1 : steps;
+  switch (spacing) {
+    case TimestepSpacing::kLinspace:
+      for (int i = points - 1; i >= 0; --i) {
+        const double v = points == 1 ? 0.0 : (train - 1) * static_cast<double>(i) / (points - 1);
+        t.push_back(round_linspace ? RoundHalfEven(v) : v);
+      }
+      break;
+    case TimestepSpacing::kLeading: {
+      const int ratio = train / points;
+      for (int i = points - 1; i >= 0; --i) t.push_back(static_cast<double>(i * ratio + offset));
+      break;
+    }
+    case TimestepSpacing::kTrailing: {
+      const double ratio = static_cast<double>(train) / steps;
+      for (double v = train; v > 0 && static_cast<int>(t.size()) < steps; v -= ratio) {
+        t.push_back(RoundHalfEven(v) - 1);
+      }
+      break;
+    }
+  }
+  if (plus_one) t.resize(steps);
+  return t;
+}
+
+// diffusers 0.25's plans, mapped into sigma space: x_sigma = x_vp * sqrt(1 + sigma^2).
+SigmaPlan PlanDiffusers(const NoiseSchedule& schedule, const SamplerSpec& sampler, int steps) {
+  const ScheduleSpec& spec = schedule.spec();
+  const int train = schedule.num_train_timesteps();
+  SigmaPlan plan;
+  auto vp_start = [&] { plan.init_noise_sigma = std::sqrt(1.0 + plan.sigmas[0] * plan.sigmas[0]); };
+  auto vp_end = [&] {
+    plan.output_scale = 1.0 / std::sqrt(1.0 + plan.sigmas.back() * plan.sigmas.back());
+  };
+  switch (sampler.kind) {
+    case SamplerKind::kEuler:
+    case SamplerKind::kEulerAncestral: {
+      const TimestepSpacing spacing = spec.timestep_spacing.value_or(TimestepSpacing::kLinspace);
+      plan.timesteps =
+          DiffusersTimesteps(spacing, train, steps, spec.steps_offset, false, /*round=*/false);
+      for (double t : plan.timesteps) plan.sigmas.push_back(schedule.SigmaAt(t));
+      if (sampler.karras) {
+        plan.sigmas = KarrasSigmas(plan.sigmas.back(), plan.sigmas.front(), steps);
+        plan.timesteps.clear();
+        for (double s : plan.sigmas) plan.timesteps.push_back(schedule.TimestepForSigma(s));
+      }
+      const double top = plan.sigmas.front();
+      plan.sigmas.push_back(0.0);
+      plan.init_noise_sigma =
+          spacing == TimestepSpacing::kLeading ? std::sqrt(top * top + 1.0) : top;
+      return plan;
+    }
+    case SamplerKind::kDdim: {
+      // DDIM (eta 0) is Euler in sigma space, ending at abar_0 (set_alpha_to_one false).
+      const TimestepSpacing spacing = spec.timestep_spacing.value_or(TimestepSpacing::kLeading);
+      plan.timesteps =
+          DiffusersTimesteps(spacing, train, steps, spec.steps_offset, false, /*round=*/true);
+      for (double t : plan.timesteps) {
+        const int ti = std::clamp(static_cast<int>(t), 0, train - 1);
+        plan.sigmas.push_back(schedule.sigmas()[ti]);
+      }
+      if (sampler.karras) {
+        plan.sigmas = KarrasSigmas(schedule.sigma_min(), schedule.sigma_max(), steps);
+        plan.timesteps.clear();
+        for (double s : plan.sigmas)
+          plan.timesteps.push_back(RoundHalfEven(schedule.TimestepForSigma(s)));
+      }
+      plan.sigmas.push_back(schedule.sigma_min());
+      vp_start();
+      vp_end();
+      return plan;
+    }
+    case SamplerKind::kDpmpp2m: {
+      const TimestepSpacing spacing = spec.timestep_spacing.value_or(TimestepSpacing::kLinspace);
+      if (sampler.karras) {
+        plan.sigmas = KarrasSigmas(schedule.sigma_min(), schedule.sigma_max(), steps);
+        for (double s : plan.sigmas)
+          plan.timesteps.push_back(RoundHalfEven(schedule.TimestepForSigma(s)));
+      } else {
+        plan.timesteps =
+            DiffusersTimesteps(spacing, train, steps, spec.steps_offset, true, /*round=*/true);
+        for (double t : plan.timesteps) plan.sigmas.push_back(schedule.SigmaAt(t));
+      }
+      // diffusers 0.25 ends DPM-Solver at the training sigma_min, not at 0.
+      plan.sigmas.push_back(schedule.sigma_min());
+      plan.lower_order_final = steps < 15;
+      vp_start();
+      vp_end();
+      return plan;
+    }
+  }
+  return plan;
+}
+
+}  // namespace
+
 SigmaPlan PlanSigmas(const NoiseSchedule& schedule, const SamplerSpec& sampler, int steps) {
+  if (schedule.spec().diffusers_plans) return PlanDiffusers(schedule, sampler, steps);
   SigmaPlan plan;
   const int last = schedule.num_train_timesteps() - 1;
   if (sampler.kind == SamplerKind::kDdim && !sampler.karras) {

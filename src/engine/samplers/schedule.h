@@ -27,7 +27,10 @@ class NoiseSchedule {
   // [0, T-1] (as diffusers' `_sigma_to_t`).
   double TimestepForSigma(double sigma) const;
 
+  const ScheduleSpec& spec() const { return spec_; }
+
  private:
+  ScheduleSpec spec_;
   std::vector<double> alphas_cumprod_;
   std::vector<double> sigmas_;
 };
@@ -41,6 +44,8 @@ struct SigmaPlan {
   // The result is x * output_scale: 1 when the plan ends at sigma 0; DDIM ends at abar_0 and
   // maps back from sigma space by 1/sqrt(1 + sigma_end^2).
   double output_scale = 1.0;
+  // DPM++ 2M: the last step is first order (diffusers' lower_order_final below 15 steps).
+  bool lower_order_final = false;
 };
 
 // REQUIRES: steps >= 1.
