@@ -29,7 +29,9 @@ nlohmann::json ModelJson(const engine::ModelSpec& spec) {
           {"sizes", sizes},
           {"any_size", any_size},
           {"architecture", spec.architecture},
-          {"format", spec.format == engine::ModelFormat::kDiffusers ? "diffusers" : "torchscript"},
+          {"format", spec.format == engine::ModelFormat::kDiffusers    ? "diffusers"
+                     : spec.format == engine::ModelFormat::kSingleFile ? "single-file"
+                                                                       : "torchscript"},
           {"dtype", spec.dtype},
           {"max_batch", spec.max_batch},
           {"defaults",

@@ -6,6 +6,7 @@
 #include "core/logging.h"
 #include "core/status_util.h"
 #include "core/strings.h"
+#include "engine/sd/ldm_checkpoint.h"
 #include "engine/sd/sd_parts.h"
 
 namespace kiln::engine {
@@ -28,10 +29,12 @@ absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Load(
   auto repo = std::unique_ptr<ModelRepository>(new ModelRepository());
   for (const auto& folder : folders) {
     ModelEntry entry;
-    entry.name = folder.filename().string();
+    entry.name =
+        sd::IsSingleFileCheckpoint(folder) ? folder.stem().string() : folder.filename().string();
     const auto start = std::chrono::steady_clock::now();
-    auto spec = std::filesystem::exists(folder / "model.yaml") ? LoadModelSpec(folder)
-                                                               : sd::LoadDiffusersSpec(folder);
+    auto spec = sd::IsSingleFileCheckpoint(folder)               ? sd::LoadSingleFileSpec(folder)
+                : std::filesystem::exists(folder / "model.yaml") ? LoadModelSpec(folder)
+                                                                 : sd::LoadDiffusersSpec(folder);
     if (spec.ok()) {
       entry.spec = *spec;
       if (pipelines) {

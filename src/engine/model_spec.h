@@ -17,7 +17,7 @@ enum class ModelKind { kPixel, kLatent };
 enum class BetaSchedule { kLinear, kScaledLinear, kSquaredCosCapV2 };
 enum class PredictionType { kEps, kV };
 enum class TokenizerType { kWords, kClipBpe };
-enum class ModelFormat { kTorchScript, kDiffusers };
+enum class ModelFormat { kTorchScript, kDiffusers, kSingleFile };
 enum class TimestepSpacing { kLinspace, kLeading, kTrailing };
 
 struct ScheduleSpec {
@@ -55,7 +55,8 @@ struct ModelSpec {
   std::string name;
   std::filesystem::path dir;
   // kTorchScript: a Kiln model folder (model.yaml); kDiffusers: a Stable Diffusion diffusers
-  // folder served by the native engine (engine/sd/).
+  // folder; kSingleFile: one LDM-layout .safetensors checkpoint (`dir` is the file). The last
+  // two are served by the native engine (engine/sd/).
   ModelFormat format = ModelFormat::kTorchScript;
   std::string architecture = "kiln";  // native: "sd1", "sd2", "sdxl" or "instruct-pix2pix"
   std::string dtype = "float32";      // what the networks compute in

@@ -8,6 +8,7 @@
 #include "engine/generation.h"
 #include "engine/pipeline.h"
 #include "engine/samplers/schedule.h"
+#include "engine/sd/ldm_checkpoint.h"
 #include "engine/sd/sd_parts.h"
 #include "engine/sd/sd_reference.h"
 
@@ -45,11 +46,12 @@ Image ImageFromU8(const torch::Tensor& nhwc) {
   return img;
 }
 
-void CheckPipelineCase(const std::string& id) {
+// `pipeline`: the model to run instead of the case's diffusers folder.
+void CheckPipelineCase(const std::string& id, Pipeline* other = nullptr) {
   c10::InferenceMode inference;
   ReferenceCase c(id);
   const nlohmann::json& p = c.json()["params"];
-  Pipeline& pipeline = PipelineFor(c.model_dir());
+  Pipeline& pipeline = other ? *other : PipelineFor(c.model_dir());
   const ModelSpec& spec = pipeline.spec();
 
   GenerationRequest r;
@@ -154,6 +156,95 @@ TEST(SdPipelines, SdxlEulerMatchesDiffusers) {
 TEST(SdPipelines, InstructPix2PixMatchesDiffusers) {
   KILN_REQUIRE_SD_REFERENCE();
   CheckPipelineCase("ip2p-euler");
+}
+
+// The single-file LDM checkpoint beside sd15-tiny in a models folder of its own, with CLIP's
+// tokenizer and the tiny text encoder's head count (a real SD 1.x file needs neither override).
+class SingleFile : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    KILN_REQUIRE_SD_REFERENCE();
+    dir_ = fs::temp_directory_path() / ("kiln-single-file-" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+    const fs::path ref = testing::ReferenceDir();
+    fs::create_symlink(ref / "sd15-tiny-ldm.safetensors", dir_ / "sd15-tiny-ldm.safetensors");
+    fs::create_symlink(ref / "sd15-tiny-ldm.yaml", dir_ / "sd15-tiny-ldm.yaml");
+    fs::create_directory_symlink(ref / "sd15-tiny" / "tokenizer", dir_ / "clip-tokenizer");
+    std::ofstream(dir_ / "sd15-tiny-ldm.kiln.yaml") << "text_encoder_heads: 4\n";
+  }
+  void TearDown() override {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+  fs::path dir_;
+};
+
+TEST_F(SingleFile, EveryTensorMapsOntoTheDiffusersWeights) {
+  auto layout = ReadSingleFile(dir_ / "sd15-tiny-ldm.safetensors");
+  ASSERT_TRUE(layout.ok()) << layout.status();
+  struct Component {
+    std::string file;
+    void (*add)(const SingleFileLayout&, Weights&);
+  };
+  const fs::path ref = testing::ReferenceDir() / "sd15-tiny";
+  for (const Component& c : {Component{"text_encoder/model.safetensors", AddTextEncoderWeights},
+                             Component{"unet/diffusion_pytorch_model.safetensors", AddUNetWeights},
+                             Component{"vae/diffusion_pytorch_model.safetensors", AddVaeWeights}}) {
+    SCOPED_TRACE(c.file);
+    auto diffusers = SafetensorsFile::Open(ref / c.file);
+    ASSERT_TRUE(diffusers.ok());
+    Weights single(Placement{});
+    c.add(*layout, single);
+    size_t compared = 0;
+    for (const auto& [name, info] : (*diffusers)->tensors()) {
+      if (name.find("position_ids") != std::string::npos) continue;
+      torch::Tensor got = single.Take(name, info.shape);
+      ASSERT_TRUE(single.status().ok()) << single.status();
+      EXPECT_TRUE(torch::equal(got, (*diffusers)->Get(name)->to(torch::kFloat32))) << name;
+      ++compared;
+    }
+    EXPECT_GT(compared, 10u);
+    EXPECT_TRUE(single.Unused().empty()) << single.Unused().front();
+  }
+  // The architecture read from the keys and the yaml is diffusers' configuration.
+  auto folder = LoadDiffusersSpec(ref);
+  auto file = LoadSingleFileSpec(dir_ / "sd15-tiny-ldm.safetensors");
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->architecture, "sd1");
+  EXPECT_EQ(file->sizes, folder->sizes);
+  EXPECT_EQ(file->latent_scale, folder->latent_scale);
+  EXPECT_EQ(file->downsample, folder->downsample);
+}
+
+TEST_F(SingleFile, GeneratesWhatDiffusersDoes) {
+  auto spec = LoadSingleFileSpec(dir_ / "sd15-tiny-ldm.safetensors");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  auto pipeline = Pipeline::Load(*spec);
+  ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+  CheckPipelineCase("sd15-txt2img-euler", pipeline->get());
+  CheckPipelineCase("sd15-img2img-euler", pipeline->get());
+}
+
+TEST_F(SingleFile, OtherLayoutsAndPicklesAreRefusedWithWhatToDo) {
+  const fs::path xl = dir_ / "xl.safetensors";
+  {
+    std::ofstream out(xl, std::ios::binary);
+    out << SerializeSafetensors(
+        {{"conditioner.embedders.1.model.ln_final.weight", torch::ones({4})},
+         {"model.diffusion_model.input_blocks.0.0.weight", torch::ones({4, 4, 3, 3})}});
+  }
+  auto refused = LoadSingleFileSpec(xl);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("SDXL"), std::string::npos) << refused.status();
+  EXPECT_NE(refused.status().message().find("diffusers folder"), std::string::npos);
+  const fs::path other = dir_ / "other.safetensors";
+  std::ofstream(other, std::ios::binary) << SerializeSafetensors({{"w", torch::ones({2})}});
+  auto unknown = LoadSingleFileSpec(other);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("not a Stable Diffusion checkpoint"),
+            std::string::npos);
+  std::ofstream(dir_ / "model.ckpt") << "PK";
+  EXPECT_NE(SafetensorsFile::Open(dir_ / "model.ckpt").status().message().find("arbitrary code"),
+            std::string::npos);
 }
 
 // The sigma plans against the scheduler tables diffusers resolved for each model.

@@ -10,6 +10,7 @@
 #include "engine/sd/autoencoder_kl.h"
 #include "engine/sd/clip_text_model.h"
 #include "engine/sd/config_json.h"
+#include "engine/sd/ldm_checkpoint.h"
 #include "engine/sd/unet.h"
 #include "engine/tokenizer/tokenizer.h"
 
@@ -118,6 +119,55 @@ absl::Status ReadSchedule(const fs::path& file, ModelSpec& spec) {
   return r.status();
 }
 
+// What the UNet and VAE configurations say about sizes, channels and the architecture.
+absl::Status DescribeArchitecture(const fs::path& dir, const UNetConfig& unet, const VaeConfig& vae,
+                                  bool sdxl, ModelSpec& spec) {
+  spec.channels = unet.out_channels;
+  if (vae.latent_channels != unet.out_channels) {
+    return absl::InvalidArgumentError(
+        StrCat(dir.string(), ": the VAE's latent_channels ", vae.latent_channels,
+               " does not match the UNet's out_channels ", unet.out_channels));
+  }
+  spec.image_cond_channels = static_cast<int>(unet.in_channels - unet.out_channels);
+  if (spec.image_cond_channels != 0 && spec.image_cond_channels != vae.latent_channels) {
+    return absl::InvalidArgumentError(
+        StrCat(dir.string(), ": the UNet's in_channels ", unet.in_channels,
+               " is neither the latent channels (text-to-image) nor twice them "
+               "(InstructPix2Pix)"));
+  }
+  spec.text_encoder = dir / "text_encoder";
+  spec.denoiser = dir / "unet";
+  spec.decoder = dir / "vae";
+  spec.encoder = dir / "vae";
+  spec.downsample = 1 << (vae.block_out_channels.size() - 1);
+  spec.latent_scale = vae.scaling_factor;
+  spec.image_cond_scale = 1.0;
+  const int native = static_cast<int>(unet.sample_size) * spec.downsample;
+  spec.sizes = {ImageSize{native, native}};
+  spec.size_multiple = 8;
+  spec.min_side = 64;
+  spec.max_side = 2 * native;
+  spec.max_batch = 8;
+  if (spec.image_cond_channels > 0) {
+    spec.architecture = "instruct-pix2pix";
+    spec.supports_generate = false;
+    spec.supports_edit = true;
+    spec.description = "InstructPix2Pix";
+  } else if (sdxl) {
+    spec.architecture = "sdxl";
+    spec.defaults.guidance_scale = 5.0;
+    spec.description = "Stable Diffusion XL";
+  } else if (unet.cross_attention_dim == 1024 ||
+             spec.schedule.prediction_type == PredictionType::kV) {
+    spec.architecture = "sd2";
+    spec.description = "Stable Diffusion 2.x";
+  } else {
+    spec.architecture = "sd1";
+    spec.description = "Stable Diffusion 1.x";
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 bool IsDiffusersFolder(const fs::path& dir) { return fs::exists(dir / "model_index.json"); }
@@ -148,49 +198,34 @@ absl::StatusOr<ModelSpec> LoadDiffusersSpec(const fs::path& dir) {
                sdxl ? ": an SDXL folder (text_encoder_2/) needs addition_embed_type text_time"
                     : ": addition_embed_type text_time needs text_encoder_2/ (SDXL)"));
   }
-  spec.channels = unet.out_channels;
-  if (vae.latent_channels != unet.out_channels) {
+  KILN_RETURN_IF_ERROR(DescribeArchitecture(dir, unet, vae, sdxl, spec));
+  return spec;
+}
+
+absl::StatusOr<ModelSpec> LoadSingleFileSpec(const fs::path& file) {
+  KILN_ASSIGN_OR_RETURN(SingleFileLayout layout, ReadSingleFile(file));
+  ModelSpec spec;
+  spec.name = file.stem().string();
+  spec.dir = file;
+  spec.format = ModelFormat::kSingleFile;
+  spec.kind = ModelKind::kLatent;
+  spec.schedule = layout.schedule;
+  spec.defaults.sampler = "euler";
+  // The file holds no tokenizer: CLIP's vocabulary comes from `<stem>.tokenizer/` beside it or a
+  // `clip-tokenizer/` folder shared by the checkpoints in the same folder.
+  fs::path tokenizer = file.parent_path() / (spec.name + ".tokenizer");
+  if (!fs::is_directory(tokenizer)) tokenizer = file.parent_path() / "clip-tokenizer";
+  if (!fs::is_directory(tokenizer)) {
     return absl::InvalidArgumentError(
-        StrCat((dir / "vae" / "config.json").string(), ": latent_channels ", vae.latent_channels,
-               " does not match the UNet's out_channels ", unet.out_channels));
+        StrCat(file.string(),
+               ": a single-file checkpoint needs CLIP's tokenizer (vocab.json and "
+               "merges.txt) in ",
+               (file.parent_path() / "clip-tokenizer").string(), " or ", tokenizer.string()));
   }
-  spec.image_cond_channels = static_cast<int>(unet.in_channels - unet.out_channels);
-  if (spec.image_cond_channels != 0 && spec.image_cond_channels != vae.latent_channels) {
-    return absl::InvalidArgumentError(
-        StrCat((dir / "unet" / "config.json").string(), ": in_channels ", unet.in_channels,
-               " is neither the latent channels (text-to-image) nor twice them "
-               "(InstructPix2Pix)"));
-  }
-  spec.text_encoder = dir / "text_encoder";
-  spec.denoiser = dir / "unet";
-  spec.decoder = dir / "vae";
-  spec.encoder = dir / "vae";
-  spec.downsample = 1 << (vae.block_out_channels.size() - 1);
-  spec.latent_scale = vae.scaling_factor;
-  spec.image_cond_scale = 1.0;
-  const int native = static_cast<int>(unet.sample_size) * spec.downsample;
-  spec.sizes = {ImageSize{native, native}};
-  spec.size_multiple = 8;
-  spec.min_side = 64;
-  spec.max_side = 2 * native;
-  spec.max_batch = 8;
-  if (spec.image_cond_channels > 0) {
-    spec.architecture = "instruct-pix2pix";
-    spec.supports_generate = false;
-    spec.supports_edit = true;
-    spec.description = "InstructPix2Pix (diffusers folder, native engine)";
-  } else if (sdxl) {
-    spec.architecture = "sdxl";
-    spec.defaults.guidance_scale = 5.0;
-    spec.description = "Stable Diffusion XL (diffusers folder, native engine)";
-  } else if (unet.cross_attention_dim == 1024 ||
-             spec.schedule.prediction_type == PredictionType::kV) {
-    spec.architecture = "sd2";
-    spec.description = "Stable Diffusion 2.x (diffusers folder, native engine)";
-  } else {
-    spec.architecture = "sd1";
-    spec.description = "Stable Diffusion 1.x (diffusers folder, native engine)";
-  }
+  KILN_ASSIGN_OR_RETURN(spec.tokenizer, ReadTokenizer(tokenizer));
+  spec.text_encoder = spec.denoiser = spec.decoder = spec.encoder = file;
+  KILN_RETURN_IF_ERROR(DescribeArchitecture(file, layout.unet, layout.vae, false, spec));
+  spec.description += " (single-file checkpoint)";
   return spec;
 }
 
@@ -334,8 +369,9 @@ absl::Status LoadComponent(const fs::path& dir, const std::string& stem, const P
 
 absl::StatusOr<std::unique_ptr<ModelParts>> LoadStableDiffusionParts(const ModelSpec& spec,
                                                                      const torch::Device& device) {
-  if (spec.format != ModelFormat::kDiffusers) {
-    return absl::InvalidArgumentError(StrCat("model '", spec.name, "' is not a diffusers folder"));
+  if (spec.format == ModelFormat::kTorchScript) {
+    return absl::InvalidArgumentError(
+        StrCat("model '", spec.name, "' is not a Stable Diffusion model"));
   }
   c10::InferenceMode inference;
   auto parts = std::make_unique<StableDiffusionParts>();
@@ -346,6 +382,21 @@ absl::StatusOr<std::unique_ptr<ModelParts>> LoadStableDiffusionParts(const Model
   if (spec.dtype == "float16") where.dtype = torch::kFloat16;
   if (spec.dtype == "bfloat16") where.dtype = torch::kBFloat16;
   KILN_ASSIGN_OR_RETURN(parts->tokenizer1_, Tokenizer::Create(spec.tokenizer));
+  if (spec.format == ModelFormat::kSingleFile) {
+    KILN_ASSIGN_OR_RETURN(SingleFileLayout layout, ReadSingleFile(dir));
+    auto check = [&](Weights& w) { return w.status(); };
+    Weights text(where), unet(where), vae(Placement{torch::kFloat32, device});
+    AddTextEncoderWeights(layout, text);
+    parts->text_encoder1_ = ClipTextModel::Load(layout.text, text);
+    KILN_RETURN_IF_ERROR(check(text));
+    AddUNetWeights(layout, unet);
+    parts->unet_ = UNet::Load(layout.unet, unet);
+    KILN_RETURN_IF_ERROR(check(unet));
+    AddVaeWeights(layout, vae);
+    parts->vae_ = AutoencoderKL::Load(layout.vae, vae, /*with_encoder=*/true);
+    KILN_RETURN_IF_ERROR(check(vae));
+    return std::unique_ptr<ModelParts>(std::move(parts));
+  }
   auto clip = [&](const fs::path& sub, bool projection, std::optional<ClipTextModel>& out) {
     return LoadComponent<ClipTextConfig>(
         sub, "model", where,

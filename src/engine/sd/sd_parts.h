@@ -20,8 +20,12 @@ bool IsDiffusersFolder(const std::filesystem::path& dir);
 // default sampler. Errors name the file and the key.
 absl::StatusOr<ModelSpec> LoadDiffusersSpec(const std::filesystem::path& dir);
 
-// Loads the networks of `spec` (format kDiffusers) onto `device`. Errors name the file and the
-// tensor.
+// Reads a single-file LDM checkpoint (engine/sd/ldm_checkpoint.h) into a ModelSpec named after
+// the file's stem. CLIP's tokenizer comes from `<stem>.tokenizer/` or `clip-tokenizer/` beside it.
+absl::StatusOr<ModelSpec> LoadSingleFileSpec(const std::filesystem::path& file);
+
+// Loads the networks of `spec` (format kDiffusers or kSingleFile) onto `device`. Errors name the
+// file and the tensor.
 absl::StatusOr<std::unique_ptr<ModelParts>> LoadStableDiffusionParts(const ModelSpec& spec,
                                                                      const torch::Device& device);
 
