@@ -35,23 +35,18 @@ int RunGenerate(const GenerateOptions& o) {
   at::set_num_threads(o.threads > 0
                           ? o.threads
                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-  std::filesystem::path model_dir;
+  auto found = engine::FindModels(o.models);
+  if (!found.ok()) return Fail(std::string(found.status().message()));
+  if (found->empty()) return Fail("no model in '" + o.models + "'");
+  // Without --model, the first model in name order, as the server's default.
+  const engine::ModelLocation* location = &found->front();
   if (!o.model.empty()) {
-    model_dir = std::filesystem::path(o.models) / o.model;
-  } else {
-    // The first model folder in name order, as the server's default.
-    std::error_code ec;
-    std::vector<std::filesystem::path> dirs;
-    for (const auto& e : std::filesystem::directory_iterator(o.models, ec)) {
-      if (e.is_directory() && std::filesystem::exists(e.path() / "model.yaml")) {
-        dirs.push_back(e.path());
-      }
-    }
-    if (dirs.empty()) return Fail("no model folder in '" + o.models + "'");
-    std::sort(dirs.begin(), dirs.end());
-    model_dir = dirs.front();
+    auto it = std::find_if(found->begin(), found->end(),
+                           [&](const engine::ModelLocation& m) { return m.name == o.model; });
+    if (it == found->end()) return Fail("no model '" + o.model + "' in '" + o.models + "'");
+    location = &*it;
   }
-  auto spec = engine::LoadModelSpec(model_dir);
+  auto spec = engine::LoadModelSpecAt(location->path);
   if (!spec.ok()) return Fail(std::string(spec.status().message()));
   auto pipeline = engine::Pipeline::Load(*spec, o.device);
   if (!pipeline.ok()) return Fail(std::string(pipeline.status().message()));

@@ -11,30 +11,42 @@
 
 namespace kiln::engine {
 
-absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Load(
-    const std::filesystem::path& dir, const std::string& device, bool pipelines) {
+absl::StatusOr<std::vector<ModelLocation>> FindModels(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
   std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec)) {
+  if (!fs::is_directory(dir, ec)) {
     return absl::NotFoundError(StrCat("models directory '", dir.string(), "' does not exist"));
   }
-  std::vector<std::filesystem::path> folders;
-  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
-    if (e.is_directory() &&
-        (std::filesystem::exists(e.path() / "model.yaml") || sd::IsDiffusersFolder(e.path()))) {
-      folders.push_back(e.path());
+  std::vector<ModelLocation> found;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const fs::path& p = e.path();
+    if (e.is_directory() && (fs::exists(p / "model.yaml") || sd::IsDiffusersFolder(p))) {
+      found.push_back({p.filename().string(), p});
+    } else if (sd::IsSingleFileCheckpoint(p) || (e.is_regular_file() && p.extension() == ".ckpt")) {
+      found.push_back({p.stem().string(), p});
     }
   }
   if (ec) return absl::UnavailableError(StrCat("cannot list '", dir.string(), "': ", ec.message()));
-  std::sort(folders.begin(), folders.end());
+  std::sort(found.begin(), found.end(),
+            [](const ModelLocation& a, const ModelLocation& b) { return a.name < b.name; });
+  return found;
+}
+
+absl::StatusOr<ModelSpec> LoadModelSpecAt(const std::filesystem::path& path) {
+  if (!std::filesystem::is_directory(path)) return sd::LoadSingleFileSpec(path);
+  if (std::filesystem::exists(path / "model.yaml")) return LoadModelSpec(path);
+  return sd::LoadDiffusersSpec(path);
+}
+
+absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Load(
+    const std::filesystem::path& dir, const std::string& device, bool pipelines) {
+  KILN_ASSIGN_OR_RETURN(std::vector<ModelLocation> found, FindModels(dir));
   auto repo = std::unique_ptr<ModelRepository>(new ModelRepository());
-  for (const auto& folder : folders) {
+  for (const ModelLocation& location : found) {
     ModelEntry entry;
-    entry.name =
-        sd::IsSingleFileCheckpoint(folder) ? folder.stem().string() : folder.filename().string();
+    entry.name = location.name;
     const auto start = std::chrono::steady_clock::now();
-    auto spec = sd::IsSingleFileCheckpoint(folder)               ? sd::LoadSingleFileSpec(folder)
-                : std::filesystem::exists(folder / "model.yaml") ? LoadModelSpec(folder)
-                                                                 : sd::LoadDiffusersSpec(folder);
+    auto spec = LoadModelSpecAt(location.path);
     if (spec.ok()) {
       entry.spec = *spec;
       if (pipelines) {

@@ -1,6 +1,8 @@
-// ModelRepository: every model folder under a directory, loaded once at start-up. A folder that
-// fails to load is kept as a broken entry with its error (reported by /readyz and the log) and
-// does not affect the others. Immutable after Load(); thread-safe.
+// ModelRepository: every model under a directory, loaded once at start-up: Kiln model folders
+// (model.yaml), diffusers folders (model_index.json) and single-file .safetensors checkpoints. A
+// model that fails to load (a .ckpt pickle among them) is kept as a broken entry with its error
+// (reported by /readyz and the log) and does not affect the others. Immutable after Load();
+// thread-safe.
 #pragma once
 
 #include <filesystem>
@@ -13,6 +15,20 @@
 
 namespace kiln::engine {
 
+// A model found in a models folder: its name (a folder's name, a checkpoint file's stem) and
+// where it is.
+struct ModelLocation {
+  std::string name;
+  std::filesystem::path path;
+};
+
+// Every model in `dir`, sorted by name: folders with a model.yaml or a model_index.json,
+// .safetensors checkpoints and .ckpt pickles (listed so that the refusal is reported).
+absl::StatusOr<std::vector<ModelLocation>> FindModels(const std::filesystem::path& dir);
+
+// The description of the model at `path` (any kind FindModels lists); errors name the file.
+absl::StatusOr<ModelSpec> LoadModelSpecAt(const std::filesystem::path& path);
+
 struct ModelEntry {
   std::string name;
   absl::Status status;                 // OK when loaded
@@ -23,9 +39,9 @@ struct ModelEntry {
 
 class ModelRepository {
  public:
-  // Loads every sub-folder of `dir` that contains a model.yaml. Fails only when `dir` itself
+  // Loads every model in `dir` (see above). Fails only when `dir` itself
   // cannot be read; broken models are entries with an error. Without `pipelines`, only the
-  // model.yaml files are read (a gateway validates requests but runs no model).
+  // model descriptions are read (a gateway validates requests but runs no model).
   static absl::StatusOr<std::unique_ptr<ModelRepository>> Load(const std::filesystem::path& dir,
                                                                const std::string& device = "cpu",
                                                                bool pipelines = true);

@@ -219,6 +219,12 @@ struct Scheduler::Lane final : public WorkSource {
     r.size = spec.sizes.front();
     r.guidance_scale = spec.defaults.guidance_scale;
     KILN_ASSIGN_OR_RETURN(r.sampler, engine::ParseSamplerName(spec.defaults.sampler));
+    if (!spec.supports_generate) {
+      // An edit-only model (InstructPix2Pix) warms up on an edit of a grey picture.
+      engine::Image grey{r.size.width, r.size.height,
+                         std::vector<uint8_t>(size_t(r.size.width) * r.size.height * 3, 128)};
+      r.conditioning = engine::InstructEdit{std::move(grey), spec.defaults.image_guidance_scale};
+    }
     for (int n : {1, std::max(1, max_rows / engine::RowsPerImage(r))}) {
       r.n = std::min(n, 10);
       KILN_ASSIGN_OR_RETURN(auto gen, pipeline.Start(r));
@@ -236,7 +242,7 @@ struct Scheduler::Lane final : public WorkSource {
     }
     // Without guidance a request encodes one prompt and brings one row per image: shapes the
     // runs above may not have used, and TorchScript specialises on first use.
-    if (r.guidance_scale != 1.0) {
+    if (r.guidance_scale != 1.0 && spec.supports_generate) {
       r.n = 1;
       r.guidance_scale = 1.0;
       KILN_ASSIGN_OR_RETURN(auto gen, pipeline.Start(r));

@@ -155,7 +155,8 @@ absl::StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::Open(
     info.end = (*offsets)[1].get<uint64_t>();
     if (info.begin > info.end || info.end > data_bytes) {
       return bad_tensor(StrCat("data_offsets [", info.begin, ", ", info.end,
-                               "] lie outside the data (", data_bytes, " bytes)"));
+                               "] lie outside the data (", data_bytes,
+                               " bytes): the file is truncated or damaged"));
     }
     if (info.end - info.begin != numel * item) {
       return bad_tensor(StrCat("its shape and dtype need ", numel * item,
