@@ -93,7 +93,14 @@ struct LoadtestOptions {
   bool quiet = false;
 };
 
+struct ModelsInspectOptions {
+  std::string path;
+  bool no_load = false;  // read the descriptions and headers only
+  bool json = false;
+};
+
 int RunServe(ServeOptions options);
+int RunModelsInspect(const ModelsInspectOptions& options);
 int RunLoadtest(const LoadtestOptions& options);
 int RunGenerate(const GenerateOptions& options);
 

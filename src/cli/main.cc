@@ -151,8 +151,23 @@ int main(int argc, char** argv) {
   l->add_flag("--json", lt.json, "Print the report as JSON");
   l->add_flag("--quiet", lt.quiet, "No progress line");
 
+  kiln::cli::ModelsInspectOptions inspect;
+  auto* models = app.add_subcommand("models", "Inspect models");
+  models->require_subcommand(1);
+  auto* mi = models->add_subcommand(
+      "inspect",
+      "What Kiln sees in a model folder or checkpoint file: architecture, components, "
+      "dtypes, parameter counts, problems");
+  mi->add_option("path", inspect.path, "Model folder or .safetensors checkpoint")->required();
+  mi->add_flag("--no-load", inspect.no_load, "Read descriptions and headers only");
+  mi->add_flag("--json", inspect.json, "Print the report as JSON");
+
   CLI11_PARSE(app, argc, argv);
   if (l->parsed()) return kiln::cli::RunLoadtest(lt);
+  if (mi->parsed()) {
+    kiln::log::Init(kiln::log::Level::kError, false);
+    return kiln::cli::RunModelsInspect(inspect);
+  }
 
   if (s->parsed() || w->parsed()) {
     CLI::App* cmd = w->parsed() ? w : s;

@@ -4,6 +4,7 @@
 // against diffusers by the engine's unit tests); here the point is serving.
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "core/strings.h"
@@ -223,6 +224,27 @@ TEST_F(SdModels, TheSingleFileCheckpointDrawsTheDiffusersFoldersPicture) {
     images.push_back(*img);
   }
   EXPECT_EQ(images[0].rgb, images[1].rgb);
+}
+
+TEST_F(SdModels, ModelsInspectReportsComponentsAndProblems) {
+  CommandResult ok = RunKiln({"models", "inspect", (*dir_ / "sd15-tiny-ldm.safetensors").string()});
+  ASSERT_EQ(ok.exit_code, 0) << ok.output;
+  EXPECT_NE(ok.output.find("single-file"), std::string::npos) << ok.output;
+  EXPECT_NE(ok.output.find("every tensor present"), std::string::npos) << ok.output;
+  CommandResult json = RunKiln({"models", "inspect", "--json", (*dir_ / "sdxl-tiny").string()});
+  ASSERT_EQ(json.exit_code, 0) << json.output;
+  nlohmann::json report = nlohmann::json::parse(json.output);
+  EXPECT_EQ(report["architecture"], "sdxl");
+  std::set<std::string> parts;
+  for (const auto& c : report["components"]) {
+    parts.insert(c["name"].get<std::string>());
+    EXPECT_GT(c["parameters"].get<int64_t>(), 0);
+    EXPECT_EQ(c["dtypes"].begin().key(), "F16");
+  }
+  EXPECT_EQ(parts, (std::set<std::string>{"text_encoder", "text_encoder_2", "unet", "vae"}));
+  CommandResult broken = RunKiln({"models", "inspect", (*dir_ / "broken-truncated").string()});
+  EXPECT_EQ(broken.exit_code, 1);
+  EXPECT_NE(broken.output.find("truncated or damaged"), std::string::npos) << broken.output;
 }
 
 }  // namespace

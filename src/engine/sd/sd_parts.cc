@@ -1,5 +1,7 @@
 #include "engine/sd/sd_parts.h"
 
+#include <yaml-cpp/yaml.h>
+
 #include <optional>
 #include <set>
 
@@ -168,6 +170,92 @@ absl::Status DescribeArchitecture(const fs::path& dir, const UNetConfig& unet, c
   return absl::OkStatus();
 }
 
+// `kiln.yaml` (diffusers folder) or `<stem>.kiln.yaml` (single file): the operator's overrides.
+absl::Status ApplyOverrides(const fs::path& file, ModelSpec& spec) {
+  if (!fs::exists(file)) return absl::OkStatus();
+  auto bad = [&](const std::string& key, absl::string_view why) {
+    return absl::InvalidArgumentError(StrCat(file.string(), ": ", key, ": ", why));
+  };
+  YAML::Node root;
+  try {
+    if (fs::file_size(file) > (1 << 20)) return bad("(file)", "larger than 1 MiB");
+    root = YAML::LoadFile(file.string());
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(StrCat(file.string(), ": not valid YAML: ", e.what()));
+  }
+  if (root.IsNull()) return absl::OkStatus();
+  if (!root.IsMap()) return bad("(file)", "expected a mapping");
+  try {
+    for (const auto& kv : root) {
+      const std::string key = kv.first.as<std::string>();
+      const YAML::Node& v = kv.second;
+      if (key == "description") {
+        spec.description = v.as<std::string>();
+      } else if (key == "dtype") {
+        const std::string d = v.as<std::string>();
+        if (d != "float32" && d != "bfloat16" && d != "float16") {
+          return bad(key, "must be float32, bfloat16 or float16");
+        }
+        spec.dtype = d;
+      } else if (key == "sizes") {
+        if (!v.IsSequence() || v.size() == 0) return bad(key, "expected a list of \"WxH\"");
+        std::vector<ImageSize> sizes;
+        for (const auto& item : v) {
+          auto size = ParseImageSize(item.as<std::string>());
+          if (!size.ok()) return bad(key, size.status().message());
+          if (size->width % 8 != 0 || size->height % 8 != 0) {
+            return bad(key, StrCat(size->ToString(), ": sides must be multiples of 8"));
+          }
+          sizes.push_back(*size);
+        }
+        spec.sizes = sizes;
+      } else if (key == "any_size") {
+        if (!v.as<bool>()) spec.size_multiple = 0;  // only `sizes`
+      } else if (key == "max_side") {
+        const int m = v.as<int>();
+        if (m < spec.min_side || m > 8192) return bad(key, "must be in 64..8192");
+        spec.max_side = m;
+      } else if (key == "max_batch") {
+        const int m = v.as<int>();
+        if (m < 1 || m > 256) return bad(key, "must be in 1..256");
+        spec.max_batch = m;
+      } else if (key == "defaults") {
+        if (!v.IsMap()) return bad(key, "expected a mapping");
+        for (const auto& d : v) {
+          const std::string k = d.first.as<std::string>();
+          if (k == "steps") {
+            spec.defaults.steps = d.second.as<int>();
+            if (spec.defaults.steps < 1 || spec.defaults.steps > 150) {
+              return bad("defaults.steps", "must be in 1..150");
+            }
+          } else if (k == "guidance_scale" || k == "image_guidance_scale") {
+            const double g = d.second.as<double>();
+            if (g < 0 || g > 30) return bad("defaults." + k, "must be in 0..30");
+            (k == "guidance_scale" ? spec.defaults.guidance_scale
+                                   : spec.defaults.image_guidance_scale) = g;
+          } else if (k == "sampler") {
+            const std::string name = d.second.as<std::string>();
+            auto sampler = ParseSamplerName(name);
+            if (!sampler.ok()) return bad("defaults.sampler", sampler.status().message());
+            spec.defaults.sampler = sampler->Name();
+          } else {
+            return bad("defaults." + k,
+                       "unknown key (steps, guidance_scale, "
+                       "image_guidance_scale, sampler)");
+          }
+        }
+      } else if (key != "text_encoder_heads") {  // read with the checkpoint's layout
+        return bad(key,
+                   "unknown key (description, dtype, sizes, any_size, max_side, max_batch, "
+                   "defaults, text_encoder_heads)");
+      }
+    }
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(StrCat(file.string(), ": ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 bool IsDiffusersFolder(const fs::path& dir) { return fs::exists(dir / "model_index.json"); }
@@ -199,6 +287,7 @@ absl::StatusOr<ModelSpec> LoadDiffusersSpec(const fs::path& dir) {
                     : ": addition_embed_type text_time needs text_encoder_2/ (SDXL)"));
   }
   KILN_RETURN_IF_ERROR(DescribeArchitecture(dir, unet, vae, sdxl, spec));
+  KILN_RETURN_IF_ERROR(ApplyOverrides(dir / "kiln.yaml", spec));
   return spec;
 }
 
@@ -226,6 +315,7 @@ absl::StatusOr<ModelSpec> LoadSingleFileSpec(const fs::path& file) {
   spec.text_encoder = spec.denoiser = spec.decoder = spec.encoder = file;
   KILN_RETURN_IF_ERROR(DescribeArchitecture(file, layout.unet, layout.vae, false, spec));
   spec.description += " (single-file checkpoint)";
+  KILN_RETURN_IF_ERROR(ApplyOverrides(file.parent_path() / (spec.name + ".kiln.yaml"), spec));
   return spec;
 }
 
@@ -343,32 +433,42 @@ class StableDiffusionParts final : public ModelParts {
   }
 };
 
+// Tensors a component's files hold that its architecture does not use: logged, and listed in
+// `problems` when asked.
+void ReportUnused(const std::string& where, const Weights& w, std::vector<std::string>* problems) {
+  std::vector<std::string> unused;
+  for (const std::string& name : w.Unused()) {
+    // transformers' position_ids buffer is not a weight.
+    if (name.find("position_ids") == std::string::npos) unused.push_back(name);
+  }
+  if (unused.empty()) return;
+  log::Warn("weights not used by the architecture",
+            {{"where", where}, {"count", unused.size()}, {"first", unused.front()}});
+  if (problems) {
+    problems->push_back(StrCat(where, ": ", unused.size(),
+                               " tensors are not used by the architecture (first: ", unused.front(),
+                               ")"));
+  }
+}
+
 // Loads one component: its config, then its weights, checking every tensor.
 template <typename Config, typename Parse, typename Build>
 absl::Status LoadComponent(const fs::path& dir, const std::string& stem, const Placement& where,
-                           Parse parse, Build build) {
+                           Parse parse, Build build, std::vector<std::string>* problems) {
   KILN_ASSIGN_OR_RETURN(auto json, ReadConfig(dir / "config.json"));
   KILN_ASSIGN_OR_RETURN(Config config, parse(json.first, json.second));
   Weights w(where);
   KILN_RETURN_IF_ERROR(AddComponentWeights(dir, stem, w));
   build(config, w);
   KILN_RETURN_IF_ERROR(w.status());
-  std::vector<std::string> unused;
-  for (const std::string& name : w.Unused()) {
-    // transformers' position_ids buffer is not a weight.
-    if (name.find("position_ids") == std::string::npos) unused.push_back(name);
-  }
-  if (!unused.empty()) {
-    log::Warn("weights not used by the architecture",
-              {{"folder", dir.string()}, {"count", unused.size()}, {"first", unused.front()}});
-  }
+  ReportUnused(dir.string(), w, problems);
   return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ModelParts>> LoadStableDiffusionParts(const ModelSpec& spec,
-                                                                     const torch::Device& device) {
+absl::StatusOr<std::unique_ptr<ModelParts>> LoadStableDiffusionParts(
+    const ModelSpec& spec, const torch::Device& device, std::vector<std::string>* problems) {
   if (spec.format == ModelFormat::kTorchScript) {
     return absl::InvalidArgumentError(
         StrCat("model '", spec.name, "' is not a Stable Diffusion model"));
@@ -395,6 +495,9 @@ absl::StatusOr<std::unique_ptr<ModelParts>> LoadStableDiffusionParts(const Model
     AddVaeWeights(layout, vae);
     parts->vae_ = AutoencoderKL::Load(layout.vae, vae, /*with_encoder=*/true);
     KILN_RETURN_IF_ERROR(check(vae));
+    ReportUnused(dir.string() + " (text encoder)", text, problems);
+    ReportUnused(dir.string() + " (UNet)", unet, problems);
+    ReportUnused(dir.string() + " (VAE)", vae, problems);
     return std::unique_ptr<ModelParts>(std::move(parts));
   }
   auto clip = [&](const fs::path& sub, bool projection, std::optional<ClipTextModel>& out) {
@@ -403,7 +506,7 @@ absl::StatusOr<std::unique_ptr<ModelParts>> LoadStableDiffusionParts(const Model
         [&](const nlohmann::json& j, const fs::path& f) {
           return ParseClipTextConfig(j, f, projection);
         },
-        [&](const ClipTextConfig& c, Weights& w) { out = ClipTextModel::Load(c, w); });
+        [&](const ClipTextConfig& c, Weights& w) { out = ClipTextModel::Load(c, w); }, problems);
   };
   KILN_RETURN_IF_ERROR(clip(dir / "text_encoder", false, parts->text_encoder1_));
   if (spec.architecture == "sdxl") {
@@ -416,14 +519,15 @@ absl::StatusOr<std::unique_ptr<ModelParts>> LoadStableDiffusionParts(const Model
   }
   KILN_RETURN_IF_ERROR(LoadComponent<UNetConfig>(
       dir / "unet", "diffusion_pytorch_model", where, ParseUNetConfig,
-      [&](const UNetConfig& c, Weights& w) { parts->unet_ = UNet::Load(c, w); }));
+      [&](const UNetConfig& c, Weights& w) { parts->unet_ = UNet::Load(c, w); }, problems));
   // The VAE always runs in float32: SDXL's overflows in half precision (its force_upcast), and
   // it is a small part of the work.
   KILN_RETURN_IF_ERROR(LoadComponent<VaeConfig>(
       dir / "vae", "diffusion_pytorch_model", Placement{torch::kFloat32, device}, ParseVaeConfig,
       [&](const VaeConfig& c, Weights& w) {
         parts->vae_ = AutoencoderKL::Load(c, w, /*with_encoder=*/true);
-      }));
+      },
+      problems));
   return std::unique_ptr<ModelParts>(std::move(parts));
 }
 

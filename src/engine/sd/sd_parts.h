@@ -5,6 +5,8 @@
 
 #include <filesystem>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/model_parts.h"
@@ -25,8 +27,10 @@ absl::StatusOr<ModelSpec> LoadDiffusersSpec(const std::filesystem::path& dir);
 absl::StatusOr<ModelSpec> LoadSingleFileSpec(const std::filesystem::path& file);
 
 // Loads the networks of `spec` (format kDiffusers or kSingleFile) onto `device`. Errors name the
-// file and the tensor.
-absl::StatusOr<std::unique_ptr<ModelParts>> LoadStableDiffusionParts(const ModelSpec& spec,
-                                                                     const torch::Device& device);
+// file and the tensor; tensors the architecture does not use are logged and, when `problems` is
+// given, listed there.
+absl::StatusOr<std::unique_ptr<ModelParts>> LoadStableDiffusionParts(
+    const ModelSpec& spec, const torch::Device& device,
+    std::vector<std::string>* problems = nullptr);
 
 }  // namespace kiln::engine::sd
