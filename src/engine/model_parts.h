@@ -1,8 +1,8 @@
 // ModelParts: the networks of one loaded model behind the four calls the pipeline makes (encode
 // text, denoise a batch of rows, encode an image, decode latents). Kiln's TorchScript models and
 // natively loaded Stable Diffusion models implement it, so both share the pipeline's step-level
-// batching, samplers, guidance and checkpoints. Engine-internal. Not thread-safe: the pipeline
-// serialises calls.
+// batching, samplers, guidance and checkpoints. Engine-internal. Not thread-safe unless
+// concurrent() says so: each pipeline serialises its calls.
 #pragma once
 
 #include <memory>
@@ -54,6 +54,9 @@ class ModelParts {
   virtual bool uses_added_conditions() const { return false; }
   // SDXL's force_zeros_for_empty_prompt: an empty negative prompt is all-zero embeddings.
   virtual bool zeros_for_empty_negative() const { return false; }
+  // Whether calls from several threads at once are safe (immutable networks), so that replicas
+  // of the model may share these parts instead of loading their own.
+  virtual bool concurrent() const { return false; }
 };
 
 // Kiln's own TorchScript model folders (model.yaml).

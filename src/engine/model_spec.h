@@ -60,6 +60,9 @@ struct ModelSpec {
   ModelFormat format = ModelFormat::kTorchScript;
   std::string architecture = "kiln";  // native: "sd1", "sd2", "sdxl" or "instruct-pix2pix"
   std::string dtype = "float32";      // what the networks compute in
+  // Native SD 1.x/2.x: condition on the text encoder's layer this many before the last (then
+  // its final LayerNorm), as diffusers' and A1111's clip_skip; 0 = the last layer.
+  int clip_skip = 0;
   ModelKind kind = ModelKind::kPixel;
   std::string description;
   bool supports_generate = true;

@@ -46,7 +46,7 @@ struct Pipeline::Impl {
   NoiseSchedule schedule;
   // The networks are used by one thread at a time: the replica's step loop.
   absl::Mutex mu;
-  std::unique_ptr<ModelParts> parts ABSL_GUARDED_BY(mu);
+  std::shared_ptr<ModelParts> parts ABSL_GUARDED_BY(mu);
 
   absl::StatusOr<EncodedImage> EncodeImage(const Image& image) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
   absl::Status StepLocked(std::span<Generation* const> batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
@@ -75,6 +75,22 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Load(const ModelSpec& spec,
   } else {
     KILN_ASSIGN_OR_RETURN(impl->parts, sd::LoadStableDiffusionParts(spec, impl->device));
   }
+  return std::unique_ptr<Pipeline>(new Pipeline(std::move(impl)));
+}
+
+absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Replicate() const {
+  std::shared_ptr<ModelParts> parts;
+  {
+    absl::MutexLock lock(&impl_->mu);
+    if (impl_->parts->concurrent()) parts = impl_->parts;
+  }
+  if (!parts) return Load(impl_->spec, impl_->device.str());
+  auto impl = std::make_unique<Impl>();
+  impl->spec = impl_->spec;
+  impl->device = impl_->device;
+  impl->schedule = impl_->schedule;
+  absl::MutexLock lock(&impl->mu);
+  impl->parts = std::move(parts);
   return std::unique_ptr<Pipeline>(new Pipeline(std::move(impl)));
 }
 

@@ -1,8 +1,8 @@
-// Pipeline: one loaded model (text encoder, denoiser, optional decoder/encoder) that runs
-// generations step by step. A generation is started, then advanced by Step() calls that may
-// batch several generations into one denoiser call, then finished into images.
+// Pipeline: the Engine of every loaded model (Kiln's TorchScript folders and native Stable
+// Diffusion models, through ModelParts): a generation is started, then advanced by Step() calls
+// that may batch several generations into one denoiser call, then finished into images.
 // Thread-safety: Start/Step/Finish may be called from several threads; calls that touch the
-// model's modules are serialised internally, so one Pipeline is one replica of the model.
+// model's networks are serialised internally, so one Pipeline is one replica of the model.
 #pragma once
 
 #include <functional>
@@ -11,23 +11,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/engine.h"
 #include "engine/image.h"
 #include "engine/model_spec.h"
 #include "engine/request.h"
 
 namespace kiln::engine {
-
-// One request in flight: its latents, sampler state and conditioning. Opaque outside engine/.
-class Generation {
- public:
-  virtual ~Generation() = default;
-  virtual int step() const = 0;       // steps taken so far (img2img starts above 0)
-  virtual int num_steps() const = 0;  // the request's steps
-  virtual bool done() const = 0;
-  // Denoiser rows this generation adds to a batch: n images times 1 (no guidance), 2 (CFG) or
-  // 3 (instruction edit).
-  virtual int rows() const = 0;
-};
 
 // Images as floats, NHWC, row-major.
 struct FloatImages {
@@ -35,27 +24,33 @@ struct FloatImages {
   std::vector<float> values;
 };
 
-class Pipeline {
+class Pipeline final : public Engine {
  public:
-  ~Pipeline();
+  ~Pipeline() override;
   Pipeline(const Pipeline&) = delete;
   Pipeline& operator=(const Pipeline&) = delete;
 
-  // Loads the TorchScript parts of `spec` onto the CPU (or `device`, e.g. "cuda:0").
+  // Loads the networks of `spec` (TorchScript files, or a Stable Diffusion model natively) onto
+  // the CPU (or `device`, e.g. "cuda:0").
   static absl::StatusOr<std::unique_ptr<Pipeline>> Load(const ModelSpec& spec,
                                                         const std::string& device = "cpu");
 
-  const ModelSpec& spec() const;
+  // Another replica of this model, with its own serialisation: it shares the loaded networks
+  // when they may run on several threads at once (the native engine's immutable modules), and
+  // loads them again otherwise (TorchScript).
+  absl::StatusOr<std::unique_ptr<Pipeline>> Replicate() const;
+
+  const ModelSpec& spec() const override;
 
   // Tokenizes and encodes the prompts, prepares noise or the input image.
-  absl::StatusOr<std::unique_ptr<Generation>> Start(const GenerationRequest& request);
+  absl::StatusOr<std::unique_ptr<Generation>> Start(const GenerationRequest& request) override;
 
   // Runs one denoising step for every generation in `batch` (none may be done), splitting the
   // rows into denoiser calls of at most spec().max_batch rows.
-  absl::Status Step(std::span<Generation* const> batch);
+  absl::Status Step(std::span<Generation* const> batch) override;
 
   // Decodes a finished generation into its n images. REQUIRES: generation.done().
-  absl::StatusOr<std::vector<Image>> Finish(Generation& generation);
+  absl::StatusOr<std::vector<Image>> Finish(Generation& generation) override;
 
   // The finished images as diffusers' output_type="np" gives them: float NHWC in [0, 1]
   // (clamp(decoded / 2 + 0.5)), for parity checks and tools. REQUIRES: generation.done().
@@ -64,16 +59,16 @@ class Pipeline {
   // A low-resolution preview (at most `max_side` pixels a side) of the first image's current
   // estimate, for progress events. For latent models it shows the first three latent channels
   // (no decoder call), a rough picture. REQUIRES: at least one step taken.
-  absl::StatusOr<Image> Preview(const Generation& generation, int max_side = 64);
+  absl::StatusOr<Image> Preview(const Generation& generation, int max_side = 64) override;
 
   // A snapshot of `generation` at its step boundary (the sample, the sampler's state and every
   // image's RNG state) as opaque bytes, so that another process can Resume it: the resumed
   // generation continues exactly as this one would have.
-  absl::StatusOr<std::string> Checkpoint(const Generation& generation);
+  absl::StatusOr<std::string> Checkpoint(const Generation& generation) override;
   // Start(request) with the state of `checkpoint`. InvalidArgument when the checkpoint is
   // damaged or was taken from a different request.
   absl::StatusOr<std::unique_ptr<Generation>> Resume(const GenerationRequest& request,
-                                                     std::string_view checkpoint);
+                                                     std::string_view checkpoint) override;
 
   // Start, Step until done, Finish. `on_step(step, num_steps)` runs after each step.
   absl::StatusOr<std::vector<Image>> Generate(

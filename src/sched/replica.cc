@@ -26,9 +26,9 @@ bool StopRequested(WorkItem& item) {
 
 }  // namespace
 
-Replica::Replica(int index, engine::Pipeline* pipeline, WorkSource* source, StepCostModel* cost,
+Replica::Replica(int index, engine::Engine* engine, WorkSource* source, StepCostModel* cost,
                  ReplicaOptions options)
-    : index_(index), pipeline_(pipeline), source_(source), cost_(cost), options_(options) {}
+    : index_(index), engine_(engine), source_(source), cost_(cost), options_(options) {}
 
 Replica::~Replica() { Stop(std::chrono::milliseconds(0)); }
 
@@ -63,7 +63,7 @@ void Replica::Loop() {
   while (!running_.empty()) {
     Running& r = running_.back();
     if (r.item->klass != queue::PriorityClass::kInteractive) {
-      auto checkpoint = pipeline_->Checkpoint(*r.generation);
+      auto checkpoint = engine_->Checkpoint(*r.generation);
       if (checkpoint.ok()) {
         r.item->checkpoint = std::move(*checkpoint);
         r.item->checkpoint_step = r.generation->step();
@@ -89,7 +89,7 @@ void Replica::Admit(bool idle) {
     const int64_t start_ns = obs::UnixNanos();
     absl::StatusOr<std::unique_ptr<engine::Generation>> generation;
     if (!item->resume_from.empty()) {
-      generation = pipeline_->Resume(item->request, item->resume_from);
+      generation = engine_->Resume(item->request, item->resume_from);
       if (generation.ok()) {
         item->resumed_from_step = (*generation)->step();
         log::Info("job resumed from its checkpoint",
@@ -99,7 +99,7 @@ void Replica::Admit(bool idle) {
                   {{"job", item->id}, {"error", generation.status().ToString()}});
       }
     }
-    if (item->resumed_from_step < 0) generation = pipeline_->Start(item->request);
+    if (item->resumed_from_step < 0) generation = engine_->Start(item->request);
     const int64_t started_ns = obs::UnixNanos();
     if (Tracing(*item)) {
       options_.tracer->RecordChild(item->trace, "queue.wait", item->accepted_ms * 1000000, start_ns,
@@ -178,7 +178,7 @@ void Replica::StepAll() {
       rows += running_[i].generation->rows();
     }
     const int64_t t0 = NowNs();
-    absl::Status s = pipeline_->Step(batch);
+    absl::Status s = engine_->Step(batch);
     const double seconds = (NowNs() - t0) * 1e-9;
     if (!s.ok()) {
       log::Error("denoising step failed", {{"replica", index_}, {"error", s.ToString()}});
@@ -199,7 +199,7 @@ void Replica::StepAll() {
   for (size_t i = 0; i < running_.size(); ++i) {
     Running& r = running_[i];
     r.item->step = r.generation->step();
-    source_->Progress(*r.item, *r.generation, *pipeline_);
+    source_->Progress(*r.item, *r.generation, *engine_);
   }
   // Retire failures and finished items, from the back so indices stay valid.
   for (size_t i = running_.size(); i-- > 0;) {
@@ -207,7 +207,7 @@ void Replica::StepAll() {
       Retire(i, failure);
     } else if (running_[i].generation->done()) {
       running_[i].denoise_end_ns = obs::UnixNanos();
-      auto images = pipeline_->Finish(*running_[i].generation);
+      auto images = engine_->Finish(*running_[i].generation);
       running_[i].decode_end_ns = obs::UnixNanos();
       Retire(i, std::move(images));
     }

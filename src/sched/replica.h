@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-#include "engine/pipeline.h"
+#include "engine/engine.h"
 #include "obs/metrics.h"
 #include "obs/tracer.h"
 #include "sched/cost_model.h"
@@ -31,7 +31,7 @@ class WorkSource {
   virtual void Finished(WorkItemPtr item, absl::StatusOr<std::vector<engine::Image>> result) = 0;
   // Progress after a step (on the replica thread; must be quick).
   virtual void Progress(WorkItem& item, const engine::Generation& generation,
-                        engine::Pipeline& pipeline) = 0;
+                        engine::Engine& engine) = 0;
 };
 
 struct ReplicaOptions {
@@ -47,7 +47,7 @@ struct ReplicaOptions {
 
 class Replica {
  public:
-  Replica(int index, engine::Pipeline* pipeline, WorkSource* source, StepCostModel* cost,
+  Replica(int index, engine::Engine* engine, WorkSource* source, StepCostModel* cost,
           ReplicaOptions options);
   ~Replica();  // Stop()
 
@@ -80,7 +80,7 @@ class Replica {
   void Retire(size_t index, absl::StatusOr<std::vector<engine::Image>> result);
 
   const int index_;
-  engine::Pipeline* const pipeline_;
+  engine::Engine* const engine_;
   WorkSource* const source_;
   StepCostModel* const cost_;
   const ReplicaOptions options_;

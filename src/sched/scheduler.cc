@@ -46,7 +46,7 @@ struct Scheduler::Lane final : public WorkSource {
   std::string model;
   int max_rows = 8;
   std::vector<std::unique_ptr<engine::Pipeline>> extra_pipelines;
-  std::vector<engine::Pipeline*> pipelines;
+  std::vector<engine::Engine*> pipelines;
   std::vector<std::unique_ptr<Replica>> replicas;
   StepCostModel cost;
   queue::JobQueue* queue = nullptr;
@@ -200,7 +200,7 @@ struct Scheduler::Lane final : public WorkSource {
   }
 
   void Progress(WorkItem& item, const engine::Generation& generation,
-                engine::Pipeline& pipeline) override {
+                engine::Engine& pipeline) override {
     if (!item.on_progress) return;
     if (item.wants_preview && item.wants_preview()) {
       auto preview = pipeline.Preview(generation);
@@ -211,7 +211,7 @@ struct Scheduler::Lane final : public WorkSource {
   }
 
   // Runs a few steps of a small request to load kernels and calibrate the cost model.
-  absl::Status WarmUp(engine::Pipeline& pipeline) {
+  absl::Status WarmUp(engine::Engine& pipeline) {
     const engine::ModelSpec& spec = pipeline.spec();
     engine::GenerationRequest r;
     r.prompt = "warm up";
@@ -281,11 +281,12 @@ absl::Status Scheduler::Start() {
     }
     lane->pipelines.push_back(entry.pipeline.get());
     for (int i = 1; i < options_.replicas; ++i) {
-      KILN_ASSIGN_OR_RETURN(auto p, engine::Pipeline::Load(spec, options_.device));
+      // Native models share their weights between replicas; TorchScript ones load a copy.
+      KILN_ASSIGN_OR_RETURN(auto p, entry.pipeline->Replicate());
       lane->pipelines.push_back(p.get());
       lane->extra_pipelines.push_back(std::move(p));
     }
-    for (engine::Pipeline* p : lane->pipelines) {
+    for (engine::Engine* p : lane->pipelines) {
       KILN_RETURN_IF_ERROR(Annotate(lane->WarmUp(*p), StrCat("warming up model ", entry.name)));
     }
     for (size_t i = 0; i < lane->pipelines.size(); ++i) {

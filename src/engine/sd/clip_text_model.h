@@ -48,6 +48,9 @@ class ClipTextModel {
   // pipelines call it. The pooled row is argmax(ids), i.e. the first end token (id 49407).
   ClipTextOutput Forward(const torch::Tensor& ids) const;
 
+  // final_layer_norm, for conditioning on an earlier layer as diffusers' clip_skip does.
+  torch::Tensor FinalNorm(const torch::Tensor& hidden) const { return final_norm_(hidden); }
+
  private:
   struct Layer {
     LayerNorm norm1, norm2;

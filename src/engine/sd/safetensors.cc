@@ -204,6 +204,18 @@ absl::StatusOr<torch::Tensor> SafetensorsFile::Get(std::string_view name) const 
       data, info.shape, [keep](void*) {}, options);
 }
 
+void SafetensorsFile::Release(std::string_view name) const {
+  auto it = tensors_.find(std::string(name));
+  if (it == tensors_.end()) return;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  // Whole pages inside the tensor's bytes only: its neighbours may still be in use.
+  const uint64_t begin = (data_offset_ + it->second.begin + page - 1) / page * page;
+  const uint64_t end = (data_offset_ + it->second.end) / page * page;
+  if (end > begin) {
+    ::madvise(static_cast<char*>(map_) + begin, end - begin, MADV_DONTNEED);
+  }
+}
+
 std::string SerializeSafetensors(
     const std::vector<std::pair<std::string, torch::Tensor>>& tensors) {
   nlohmann::json header = nlohmann::json::object();

@@ -52,6 +52,11 @@ class SafetensorsFile : public std::enable_shared_from_this<SafetensorsFile> {
   // NotFound naming the file when absent.
   absl::StatusOr<torch::Tensor> Get(std::string_view name) const;
 
+  // Tells the kernel that the pages holding `name` are not needed now (after the tensor was
+  // converted to another dtype), so that loading does not hold both copies in memory at once.
+  // Views of those bytes stay valid: the pages are read again from the file if touched.
+  void Release(std::string_view name) const;
+
  private:
   SafetensorsFile() = default;
   std::filesystem::path path_;

@@ -209,6 +209,11 @@ absl::Status ApplyOverrides(const fs::path& file, ModelSpec& spec) {
           sizes.push_back(*size);
         }
         spec.sizes = sizes;
+      } else if (key == "clip_skip") {
+        const int c = v.as<int>();
+        if (c < 0 || c > 11) return bad(key, "must be in 0..11");
+        if (spec.architecture == "sdxl") return bad(key, "SDXL always uses the penultimate layer");
+        spec.clip_skip = c;
       } else if (key == "any_size") {
         if (!v.as<bool>()) spec.size_multiple = 0;  // only `sizes`
       } else if (key == "max_side") {
@@ -363,7 +368,16 @@ class StableDiffusionParts final : public ModelParts {
     try {
       torch::Tensor ids1 = Ids(*tokenizer1_, prompts);
       ClipTextOutput o1 = text_encoder1_->Forward(ids1);
-      if (!text_encoder2_) return TextEmbedding{o1.last_hidden_state.to(torch::kFloat32), {}};
+      if (!text_encoder2_) {
+        const int skip =
+            std::min<int>(spec_.clip_skip, static_cast<int>(o1.hidden_states.size()) - 2);
+        torch::Tensor hidden =
+            skip > 0
+                ? text_encoder1_->FinalNorm(
+                      o1.hidden_states[o1.hidden_states.size() - 1 - static_cast<size_t>(skip)])
+                : o1.last_hidden_state;
+        return TextEmbedding{hidden.to(torch::kFloat32), {}};
+      }
       // SDXL conditions on both encoders' penultimate layers and te2's projected pooled vector.
       ClipTextOutput o2 = text_encoder2_->Forward(Ids(*tokenizer2_, prompts));
       const auto& h1 = o1.hidden_states[o1.hidden_states.size() - 2];
@@ -411,6 +425,8 @@ class StableDiffusionParts final : public ModelParts {
 
   bool uses_added_conditions() const override { return unet_->config().text_time_embedding; }
   bool zeros_for_empty_negative() const override { return force_zeros_; }
+  // Forward calls only read the loaded weights; the tokenizers are immutable.
+  bool concurrent() const override { return true; }
 
   ModelSpec spec_;
   torch::Device device_{torch::kCPU};

@@ -51,6 +51,31 @@ TEST_F(Overrides, KilnYamlSetsSizesDefaultsAndDtype) {
   EXPECT_EQ(spec->defaults.sampler, "dpmpp_2m_karras");
 }
 
+TEST_F(Overrides, ClipSkipConditionsOnAnEarlierLayer) {
+  GenerationRequest r;
+  r.prompt = "a photo of a cat";
+  r.steps = 1;
+  r.size = ImageSize{64, 64};
+  std::vector<std::vector<float>> images;
+  for (const char* yaml : {"clip_skip: 0\n", "clip_skip: 1\n"}) {
+    WriteKilnYaml(yaml);
+    auto spec = LoadDiffusersSpec(dir_);
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    auto pipeline = Pipeline::Load(*spec);
+    ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+    auto gen = (*pipeline)->Start(r);
+    ASSERT_TRUE(gen.ok()) << gen.status();
+    Generation* batch[] = {gen->get()};
+    ASSERT_TRUE((*pipeline)->Step(batch).ok());
+    auto image = (*pipeline)->FinishFloat(**gen);
+    ASSERT_TRUE(image.ok());
+    images.push_back(image->values);
+  }
+  EXPECT_NE(images[0], images[1]);
+  WriteKilnYaml("clip_skip: 12\n");
+  EXPECT_FALSE(LoadDiffusersSpec(dir_).ok());
+}
+
 TEST_F(Overrides, MistakesNameTheFileAndTheKey) {
   for (const auto& [yaml, key] : std::vector<std::pair<std::string, std::string>>{
            {"dtype: int8\n", "dtype"},

@@ -64,7 +64,11 @@ torch::Tensor Weights::Take(const std::string& name, std::vector<int64_t> shape)
   bytes_taken_ += static_cast<int64_t>(info.end - info.begin);
   torch::Tensor t = got->reshape(shape);
   if (t.scalar_type() == placement_.dtype && placement_.device.is_cpu()) return t;
-  return t.to(placement_.device, placement_.dtype);
+  torch::Tensor converted = t.to(placement_.device, placement_.dtype);
+  // The stored bytes are no longer needed: let the kernel drop them (peak memory while loading
+  // stays near the converted weights' size instead of both copies).
+  src.file->Release(src.key);
+  return converted;
 }
 
 std::vector<std::string> Weights::Unused() const {
