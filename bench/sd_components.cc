@@ -116,7 +116,8 @@ int main(int argc, char** argv) {
                       {"unet_cfg_step_seconds", Median(unet)},
                       {"vae_decode_seconds", Median(vae)},
                       {"peak_rss_bytes_before_load", rss_before},
-                      {"peak_rss_bytes_after_load", rss_after_load}};
+                      {"peak_rss_bytes_after_load", rss_after_load},
+                      {"peak_rss_bytes_end", PeakRssBytes()}};
   std::printf("%s\n", j.dump().c_str());
   return 0;
 }

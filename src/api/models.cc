@@ -8,7 +8,8 @@
 namespace kiln::api {
 namespace {
 
-nlohmann::json ModelJson(const engine::ModelSpec& spec) {
+nlohmann::json ModelJson(const engine::ModelEntry& entry) {
+  const engine::ModelSpec& spec = entry.spec;
   nlohmann::json tasks = nlohmann::json::array();
   if (spec.supports_generate) tasks.push_back("generate");
   if (spec.supports_edit) tasks.push_back("edit");
@@ -33,6 +34,9 @@ nlohmann::json ModelJson(const engine::ModelSpec& spec) {
                      : spec.format == engine::ModelFormat::kSingleFile ? "single-file"
                                                                        : "torchscript"},
           {"dtype", spec.dtype},
+          // Parameters as loaded; null on a gateway, which loads no networks.
+          {"memory_bytes", entry.pipeline ? nlohmann::json(entry.pipeline->parameter_bytes())
+                                          : nlohmann::json(nullptr)},
           {"max_batch", spec.max_batch},
           {"defaults",
            {{"steps", spec.defaults.steps},
@@ -46,7 +50,7 @@ nlohmann::json ModelJson(const engine::ModelSpec& spec) {
 http::Response HandleListModels(const ApiContext& ctx, const http::Request&) {
   nlohmann::json data = nlohmann::json::array();
   for (const auto& e : ctx.models->entries()) {
-    if (e.status.ok()) data.push_back(ModelJson(e.spec));
+    if (e.status.ok()) data.push_back(ModelJson(e));
   }
   return http::Response::Json(200, nlohmann::json{{"object", "list"}, {"data", data}}.dump());
 }
@@ -54,7 +58,10 @@ http::Response HandleListModels(const ApiContext& ctx, const http::Request&) {
 http::Response HandleGetModel(const ApiContext& ctx, const std::string& id) {
   auto p = ctx.models->Find(id);
   if (!p.ok()) return ErrorResponse(p.status());
-  return http::Response::Json(200, ModelJson(**p).dump());
+  for (const auto& e : ctx.models->entries()) {
+    if (e.name == id) return http::Response::Json(200, ModelJson(e).dump());
+  }
+  return ErrorResponse(absl::NotFoundError(StrCat("model '", id, "' does not exist")));
 }
 
 }  // namespace kiln::api

@@ -57,6 +57,8 @@ class ModelParts {
   // Whether calls from several threads at once are safe (immutable networks), so that replicas
   // of the model may share these parts instead of loading their own.
   virtual bool concurrent() const { return false; }
+  // Bytes of the networks' parameters as loaded (in their compute dtype).
+  virtual int64_t parameter_bytes() const = 0;
 };
 
 // Kiln's own TorchScript model folders (model.yaml).

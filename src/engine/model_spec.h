@@ -34,6 +34,13 @@ struct ScheduleSpec {
   // as diffusers' from_config gives it) and steps_offset.
   std::optional<TimestepSpacing> timestep_spacing;
   int steps_offset = 0;
+  // diffusers_plans, DDIM only: the last step goes to abar = 1 (sigma 0) rather than to abar_0
+  // (the config's set_alpha_to_one; DDIMScheduler's default when absent).
+  bool set_alpha_to_one = true;
+  // diffusers_plans, DDIM only: clip the predicted x0 to [-range, range] (clip_sample, DDIM's
+  // default when the config lacks it; SD's configs say false).
+  bool clip_sample = true;
+  double clip_sample_range = 1.0;
 };
 
 struct TokenizerSpec {

@@ -59,6 +59,11 @@ Pipeline::~Pipeline() = default;
 
 const ModelSpec& Pipeline::spec() const { return impl_->spec; }
 
+int64_t Pipeline::parameter_bytes() const {
+  absl::MutexLock lock(&impl_->mu);
+  return impl_->parts->parameter_bytes();
+}
+
 absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Load(const ModelSpec& spec,
                                                          const std::string& device) {
   auto impl = std::make_unique<Impl>();

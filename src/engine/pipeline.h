@@ -42,6 +42,9 @@ class Pipeline final : public Engine {
 
   const ModelSpec& spec() const override;
 
+  // Bytes of the loaded networks' parameters (shared between replicas where Replicate shares).
+  int64_t parameter_bytes() const;
+
   // Tokenizes and encodes the prompts, prepares noise or the input image.
   absl::StatusOr<std::unique_ptr<Generation>> Start(const GenerationRequest& request) override;
 

@@ -26,6 +26,17 @@ class TorchScriptParts final : public ModelParts {
   }
   absl::StatusOr<EncodedImage> EncodeImage(const torch::Tensor& pixels) override;
   absl::StatusOr<torch::Tensor> Decode(const torch::Tensor& latents) override;
+  int64_t parameter_bytes() const override {
+    int64_t bytes = 0;
+    for (const torch::jit::Module* m : {&text_encoder_, &denoiser_}) {
+      for (const auto& p : m->parameters()) bytes += static_cast<int64_t>(p.nbytes());
+    }
+    for (const auto* m : {&decoder_, &encoder_}) {
+      if (!m->has_value()) continue;
+      for (const auto& p : (*m)->parameters()) bytes += static_cast<int64_t>(p.nbytes());
+    }
+    return bytes;
+  }
 
   ModelSpec spec_;
   torch::Device device_{torch::kCPU};

@@ -102,6 +102,10 @@ TEST_F(SdModels, ModelsListShowsArchitectureFormatAndSizes) {
   EXPECT_EQ(by_id["sd15-tiny"]["sizes"][0], "128x128");
   EXPECT_EQ(by_id["sd15-tiny"]["any_size"]["multiple_of"], 8);
   EXPECT_EQ(by_id["sd15-tiny"]["defaults"]["sampler"], "euler");  // PNDM has no Kiln sampler
+  // float32 parameters of the tiny model: (1.60 + 1.67 + 0.52) M parameters x 4 bytes.
+  const int64_t memory = by_id["sd15-tiny"]["memory_bytes"].get<int64_t>();
+  EXPECT_GT(memory, 14'000'000);
+  EXPECT_LT(memory, 16'000'000);
   EXPECT_EQ(by_id["sdxl-tiny"]["architecture"], "sdxl");
   EXPECT_EQ(by_id["sdxl-tiny"]["defaults"]["guidance_scale"], 5.0);
   EXPECT_EQ(by_id["ip2p-tiny"]["architecture"], "instruct-pix2pix");

@@ -6,7 +6,7 @@ or a tiny one, with random weights: the numbers are noise, the shapes and the wo
 the real models'. Nothing is downloaded; the CLIP vocabulary is a byte-level one written here
 (`write_byte_vocab`), which tokenizes any text (the real vocabulary is not needed to time a model).
 
-usage: random_sd.py sd15|sdxl|tiny FOLDER [--dtype float16|float32|bfloat16]
+usage: random_sd.py sd15|sdxl|tiny|tiny-v FOLDER [--dtype float16|float32|bfloat16]
 """
 
 import argparse
@@ -43,6 +43,10 @@ TINY_UNET = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=
 TINY_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                  hidden_act="quick_gelu")
 TINY_VAE = dict(VAE, block_out_channels=(32, 32, 32, 32), layers_per_block=1, norm_num_groups=32)
+# SD 2.x's distinguishing traits at tiny widths: linear projections, a head count per block,
+# exact-gelu text encoder, v-prediction.
+TINY_V_UNET = dict(TINY_UNET, use_linear_projection=True, attention_head_dim=(2, 4))
+TINY_V_TEXT = dict(TINY_TEXT, hidden_act="gelu")
 
 
 def byte_unicode():
@@ -91,9 +95,10 @@ def make_pipeline(kind, work):
     """The pipeline object (random weights) for `kind`; `work` holds the tokenizer files."""
     from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline,
                            StableDiffusionXLPipeline, UNet2DConditionModel)
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012,
-                                       beta_schedule="scaled_linear", steps_offset=1,
-                                       timestep_spacing="leading")
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+        timestep_spacing="leading",
+        prediction_type="v_prediction" if kind == "tiny-v" else "epsilon")
     tokenizer, vocab = write_byte_vocab(os.path.join(work, "tok"))
     if kind == "sdxl":
         _, vocab2 = write_byte_vocab(os.path.join(work, "tok2"), pad="!")
@@ -108,7 +113,8 @@ def make_pipeline(kind, work):
             tokenizer=tokenizer, tokenizer_2=tokenizer_2,
             unet=UNet2DConditionModel(**SDXL_UNET), scheduler=scheduler)
     unet, text, vae = {"sd15": (SD15_UNET, SD15_TEXT, VAE),
-                       "tiny": (TINY_UNET, TINY_TEXT, TINY_VAE)}[kind]
+                       "tiny": (TINY_UNET, TINY_TEXT, TINY_VAE),
+                       "tiny-v": (TINY_V_UNET, TINY_V_TEXT, TINY_VAE)}[kind]
     return StableDiffusionPipeline(
         vae=AutoencoderKL(**vae, scaling_factor=0.18215),
         text_encoder=text_encoder("CLIPTextModel", vocab, **text), tokenizer=tokenizer,
@@ -128,7 +134,7 @@ def make_model(kind, folder, dtype="float16"):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("kind", choices=["sd15", "sdxl", "tiny"])
+    ap.add_argument("kind", choices=["sd15", "sdxl", "tiny", "tiny-v"])
     ap.add_argument("folder")
     ap.add_argument("--dtype", default="float16", choices=["float16", "float32", "bfloat16"])
     args = ap.parse_args()

@@ -25,8 +25,15 @@ void Sampler::Advance(torch::Tensor& x, const torch::Tensor& denoised,
   const double s = plan_.sigmas[step_];
   const double s_next = plan_.sigmas[step_ + 1];
   switch (spec_.kind) {
-    case SamplerKind::kEuler:
-    case SamplerKind::kDdim: {
+    case SamplerKind::kDdim:
+      if (plan_.clip_denoised > 0) {
+        // diffusers' clip_sample: x0 is clipped, the noise direction stays the model's.
+        const double r = plan_.clip_denoised;
+        x = denoised.clamp(-r, r) + (x - denoised) * (s_next / s);
+        break;
+      }
+      [[fallthrough]];
+    case SamplerKind::kEuler: {
       // dx/dsigma = (x - x0) / sigma; DDIM (eta = 0) is exactly this step in sigma space.
       torch::Tensor d = (x - denoised) / s;
       x = x + d * (s_next - s);

@@ -147,7 +147,8 @@ SigmaPlan PlanDiffusers(const NoiseSchedule& schedule, const SamplerSpec& sample
       return plan;
     }
     case SamplerKind::kDdim: {
-      // DDIM (eta 0) is Euler in sigma space, ending at abar_0 (set_alpha_to_one false).
+      // DDIM (eta 0) is Euler in sigma space, ending at abar_0 (set_alpha_to_one false, as SD's
+      // configs say) or at sigma 0.
       const TimestepSpacing spacing = spec.timestep_spacing.value_or(TimestepSpacing::kLeading);
       plan.timesteps =
           DiffusersTimesteps(spacing, train, steps, spec.steps_offset, false, /*round=*/true);
@@ -161,7 +162,8 @@ SigmaPlan PlanDiffusers(const NoiseSchedule& schedule, const SamplerSpec& sample
         for (double s : plan.sigmas)
           plan.timesteps.push_back(RoundHalfEven(schedule.TimestepForSigma(s)));
       }
-      plan.sigmas.push_back(schedule.sigma_min());
+      plan.sigmas.push_back(spec.set_alpha_to_one ? 0.0 : schedule.sigma_min());
+      if (spec.clip_sample) plan.clip_denoised = spec.clip_sample_range;
       vp_start();
       vp_end();
       return plan;

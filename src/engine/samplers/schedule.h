@@ -46,6 +46,9 @@ struct SigmaPlan {
   double output_scale = 1.0;
   // DPM++ 2M: the last step is first order (diffusers' lower_order_final below 15 steps).
   bool lower_order_final = false;
+  // DDIM: the estimate of x0 is clipped to [-clip_denoised, clip_denoised] before the step (the
+  // noise direction keeps the model's prediction); 0 = no clipping.
+  double clip_denoised = 0;
 };
 
 // REQUIRES: steps >= 1.

@@ -328,6 +328,8 @@ absl::StatusOr<SingleFileLayout> ReadSingleFile(const fs::path& path) {
   s.beta_end = YamlValue<double>(yaml, {"model", "params", "linear_end"}).value_or(0.012);
   s.num_train_timesteps = YamlValue<int>(yaml, {"model", "params", "timesteps"}).value_or(1000);
   s.steps_offset = 1;
+  s.set_alpha_to_one = false;  // as SD 1.x's published scheduler configs
+  s.clip_sample = false;
   if (YamlValue<std::string>(yaml, {"model", "params", "parameterization"}).value_or("eps") ==
       "v") {
     s.prediction_type = PredictionType::kV;

@@ -113,6 +113,11 @@ absl::Status ReadSchedule(const fs::path& file, ModelSpec& spec) {
     }
   }
   s.steps_offset = static_cast<int>(r.Int("steps_offset", 0));
+  s.set_alpha_to_one = r.Bool("set_alpha_to_one", true);
+  s.clip_sample = r.Bool("clip_sample", true);
+  s.clip_sample_range = r.Double("clip_sample_range", 1.0);
+  if (r.Bool("thresholding", false))
+    r.Fail("thresholding", "dynamic thresholding is not supported");
   spec.defaults.sampler =
       SamplerForScheduler(r.String("_class_name", ""), r.Bool("use_karras_sigmas", false));
   if (s.num_train_timesteps < 2 || s.num_train_timesteps > 100000) {
@@ -427,6 +432,7 @@ class StableDiffusionParts final : public ModelParts {
   bool zeros_for_empty_negative() const override { return force_zeros_; }
   // Forward calls only read the loaded weights; the tokenizers are immutable.
   bool concurrent() const override { return true; }
+  int64_t parameter_bytes() const override { return parameter_bytes_; }
 
   ModelSpec spec_;
   torch::Device device_{torch::kCPU};
@@ -435,6 +441,7 @@ class StableDiffusionParts final : public ModelParts {
   std::optional<UNet> unet_;
   std::optional<AutoencoderKL> vae_;
   bool force_zeros_ = false;
+  int64_t parameter_bytes_ = 0;
 
  private:
   torch::Tensor Ids(const Tokenizer& tok, const std::vector<std::string>& prompts) const {
@@ -470,13 +477,15 @@ void ReportUnused(const std::string& where, const Weights& w, std::vector<std::s
 // Loads one component: its config, then its weights, checking every tensor.
 template <typename Config, typename Parse, typename Build>
 absl::Status LoadComponent(const fs::path& dir, const std::string& stem, const Placement& where,
-                           Parse parse, Build build, std::vector<std::string>* problems) {
+                           Parse parse, Build build, std::vector<std::string>* problems,
+                           int64_t* bytes) {
   KILN_ASSIGN_OR_RETURN(auto json, ReadConfig(dir / "config.json"));
   KILN_ASSIGN_OR_RETURN(Config config, parse(json.first, json.second));
   Weights w(where);
   KILN_RETURN_IF_ERROR(AddComponentWeights(dir, stem, w));
   build(config, w);
   KILN_RETURN_IF_ERROR(w.status());
+  *bytes += w.bytes_placed();
   ReportUnused(dir.string(), w, problems);
   return absl::OkStatus();
 }
@@ -511,6 +520,7 @@ absl::StatusOr<std::unique_ptr<ModelParts>> LoadStableDiffusionParts(
     AddVaeWeights(layout, vae);
     parts->vae_ = AutoencoderKL::Load(layout.vae, vae, /*with_encoder=*/true);
     KILN_RETURN_IF_ERROR(check(vae));
+    parts->parameter_bytes_ = text.bytes_placed() + unet.bytes_placed() + vae.bytes_placed();
     ReportUnused(dir.string() + " (text encoder)", text, problems);
     ReportUnused(dir.string() + " (UNet)", unet, problems);
     ReportUnused(dir.string() + " (VAE)", vae, problems);
@@ -522,7 +532,8 @@ absl::StatusOr<std::unique_ptr<ModelParts>> LoadStableDiffusionParts(
         [&](const nlohmann::json& j, const fs::path& f) {
           return ParseClipTextConfig(j, f, projection);
         },
-        [&](const ClipTextConfig& c, Weights& w) { out = ClipTextModel::Load(c, w); }, problems);
+        [&](const ClipTextConfig& c, Weights& w) { out = ClipTextModel::Load(c, w); }, problems,
+        &parts->parameter_bytes_);
   };
   KILN_RETURN_IF_ERROR(clip(dir / "text_encoder", false, parts->text_encoder1_));
   if (spec.architecture == "sdxl") {
@@ -535,7 +546,8 @@ absl::StatusOr<std::unique_ptr<ModelParts>> LoadStableDiffusionParts(
   }
   KILN_RETURN_IF_ERROR(LoadComponent<UNetConfig>(
       dir / "unet", "diffusion_pytorch_model", where, ParseUNetConfig,
-      [&](const UNetConfig& c, Weights& w) { parts->unet_ = UNet::Load(c, w); }, problems));
+      [&](const UNetConfig& c, Weights& w) { parts->unet_ = UNet::Load(c, w); }, problems,
+      &parts->parameter_bytes_));
   // The VAE always runs in float32: SDXL's overflows in half precision (its force_upcast), and
   // it is a small part of the work.
   KILN_RETURN_IF_ERROR(LoadComponent<VaeConfig>(
@@ -543,7 +555,7 @@ absl::StatusOr<std::unique_ptr<ModelParts>> LoadStableDiffusionParts(
       [&](const VaeConfig& c, Weights& w) {
         parts->vae_ = AutoencoderKL::Load(c, w, /*with_encoder=*/true);
       },
-      problems));
+      problems, &parts->parameter_bytes_));
   return std::unique_ptr<ModelParts>(std::move(parts));
 }
 

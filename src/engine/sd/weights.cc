@@ -63,6 +63,7 @@ torch::Tensor Weights::Take(const std::string& name, std::vector<int64_t> shape)
   src.taken = true;
   bytes_taken_ += static_cast<int64_t>(info.end - info.begin);
   torch::Tensor t = got->reshape(shape);
+  bytes_placed_ += t.numel() * static_cast<int64_t>(c10::elementSize(placement_.dtype));
   if (t.scalar_type() == placement_.dtype && placement_.device.is_cpu()) return t;
   torch::Tensor converted = t.to(placement_.device, placement_.dtype);
   // The stored bytes are no longer needed: let the kernel drop them (peak memory while loading

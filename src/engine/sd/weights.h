@@ -49,8 +49,10 @@ class Weights {
   // Names never taken: a checkpoint with parts the architecture does not use.
   std::vector<std::string> Unused() const;
   const Placement& placement() const { return placement_; }
-  // Sum of the stored bytes of the tensors taken.
+  // Sum of the stored bytes of the tensors taken, and of the tensors handed out (in the
+  // placement's dtype).
   int64_t bytes_taken() const { return bytes_taken_; }
+  int64_t bytes_placed() const { return bytes_placed_; }
 
  private:
   struct Source {
@@ -62,6 +64,7 @@ class Weights {
   std::map<std::string, Source> sources_;
   absl::Status status_;
   int64_t bytes_taken_ = 0;
+  int64_t bytes_placed_ = 0;
 };
 
 // The common layers, as plain parameter holders with a forward call. Thread-safe once loaded
