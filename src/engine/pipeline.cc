@@ -52,6 +52,8 @@ struct Pipeline::Impl {
   absl::Status StepLocked(std::span<Generation* const> batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
   absl::StatusOr<torch::Tensor> DecodeLocked(const TorchGeneration& generation)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  // The decoded pixels [n, 3, H, W] of a finished generation, on the CPU.
+  absl::StatusOr<torch::Tensor> DecodeFinished(Generation& generation) ABSL_LOCKS_EXCLUDED(mu);
 };
 
 Pipeline::Pipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -374,29 +376,24 @@ absl::StatusOr<torch::Tensor> Pipeline::Impl::DecodeLocked(const TorchGeneration
   return pixels.to(torch::kCPU);
 }
 
-absl::StatusOr<std::vector<Image>> Pipeline::Finish(Generation& generation) {
+absl::StatusOr<torch::Tensor> Pipeline::Impl::DecodeFinished(Generation& generation) {
   auto& tg = static_cast<TorchGeneration&>(generation);
   if (!tg.done()) return absl::InternalError("Finish called before the last step");
+  absl::MutexLock lock(&mu);
+  return DecodeLocked(tg);
+}
+
+absl::StatusOr<std::vector<Image>> Pipeline::Finish(Generation& generation) {
   c10::InferenceMode inference;
-  torch::Tensor pixels;
-  {
-    absl::MutexLock lock(&impl_->mu);
-    KILN_ASSIGN_OR_RETURN(pixels, impl_->DecodeLocked(tg));
-  }
+  KILN_ASSIGN_OR_RETURN(torch::Tensor pixels, impl_->DecodeFinished(generation));
   std::vector<Image> images;
   for (int64_t i = 0; i < pixels.size(0); ++i) images.push_back(TensorToImage(pixels[i]));
   return images;
 }
 
 absl::StatusOr<FloatImages> Pipeline::FinishFloat(Generation& generation) {
-  auto& tg = static_cast<TorchGeneration&>(generation);
-  if (!tg.done()) return absl::InternalError("Finish called before the last step");
   c10::InferenceMode inference;
-  torch::Tensor pixels;
-  {
-    absl::MutexLock lock(&impl_->mu);
-    KILN_ASSIGN_OR_RETURN(pixels, impl_->DecodeLocked(tg));
-  }
+  KILN_ASSIGN_OR_RETURN(torch::Tensor pixels, impl_->DecodeFinished(generation));
   torch::Tensor nhwc = (pixels / 2.0 + 0.5).clamp(0.0, 1.0).permute({0, 2, 3, 1}).contiguous();
   FloatImages out{static_cast<int>(nhwc.size(0)),
                   static_cast<int>(nhwc.size(1)),

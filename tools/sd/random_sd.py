@@ -13,7 +13,12 @@ import argparse
 import json
 import os
 
+import sys
+
 import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from make_test_models import bytes_to_unicode  # noqa: E402  (CLIP's byte table)
 
 # The published architectures (the values in the models' config.json files).
 SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
@@ -49,26 +54,12 @@ TINY_V_UNET = dict(TINY_UNET, use_linear_projection=True, attention_head_dim=(2,
 TINY_V_TEXT = dict(TINY_TEXT, hidden_act="gelu")
 
 
-def byte_unicode():
-    """GPT-2/CLIP's reversible map from bytes to printable characters."""
-    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) +
-                 list(range(ord("®"), ord("ÿ") + 1)))
-    chars = printable[:]
-    n = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + n)
-            n += 1
-    return [chr(c) for c in chars]
-
-
 def write_byte_vocab(folder, pad="<|endoftext|>"):
     """A CLIP byte-level BPE vocabulary: every byte alone and word-final, a few merges, the two
     special tokens last (so the end token has the largest id, as in CLIP's). Returns the
     transformers tokenizer and the vocabulary size."""
     from transformers import CLIPTokenizer
-    units = byte_unicode()
+    units = list(bytes_to_unicode().values())
     vocab = units + [u + "</w>" for u in units]
     merges = [("c", "a"), ("ca", "t</w>"), ("r", "e"), ("re", "d</w>")]
     vocab += [a + b for a, b in merges]

@@ -110,7 +110,9 @@ absl::StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::Open(
   const nlohmann::json& header = *parsed;
   if (!header.is_object()) return bad("the header is not a JSON object");
 
-  for (const auto& [name, entry] : header.items()) {
+  for (const auto& kv : header.items()) {
+    const std::string& name = kv.key();
+    const nlohmann::json& entry = kv.value();
     if (name == "__metadata__") {
       if (!entry.is_object()) return bad("__metadata__ is not an object");
       for (const auto& [k, v] : entry.items()) {

@@ -32,6 +32,26 @@ class Overrides : public ::testing::Test {
     if (!dir_.empty()) fs::remove_all(dir_);
   }
   void WriteKilnYaml(const std::string& text) { std::ofstream(dir_ / "kiln.yaml") << text; }
+  // Loads the folder as it now is and draws `r` (float pixels, NHWC).
+  std::vector<float> Draw(const GenerationRequest& r) {
+    auto spec = LoadDiffusersSpec(dir_);
+    if (!spec.ok()) return Failed(spec.status());
+    auto pipeline = Pipeline::Load(*spec);
+    if (!pipeline.ok()) return Failed(pipeline.status());
+    auto gen = (*pipeline)->Start(r);
+    if (!gen.ok()) return Failed(gen.status());
+    Generation* batch[] = {gen->get()};
+    while (!(*gen)->done()) {
+      if (absl::Status s = (*pipeline)->Step(batch); !s.ok()) return Failed(s);
+    }
+    auto image = (*pipeline)->FinishFloat(**gen);
+    if (!image.ok()) return Failed(image.status());
+    return image->values;
+  }
+  static std::vector<float> Failed(const absl::Status& status) {
+    ADD_FAILURE() << status;
+    return {};
+  }
   fs::path dir_;
 };
 
@@ -59,17 +79,7 @@ TEST_F(Overrides, ClipSkipConditionsOnAnEarlierLayer) {
   std::vector<std::vector<float>> images;
   for (const char* yaml : {"clip_skip: 0\n", "clip_skip: 1\n"}) {
     WriteKilnYaml(yaml);
-    auto spec = LoadDiffusersSpec(dir_);
-    ASSERT_TRUE(spec.ok()) << spec.status();
-    auto pipeline = Pipeline::Load(*spec);
-    ASSERT_TRUE(pipeline.ok()) << pipeline.status();
-    auto gen = (*pipeline)->Start(r);
-    ASSERT_TRUE(gen.ok()) << gen.status();
-    Generation* batch[] = {gen->get()};
-    ASSERT_TRUE((*pipeline)->Step(batch).ok());
-    auto image = (*pipeline)->FinishFloat(**gen);
-    ASSERT_TRUE(image.ok());
-    images.push_back(image->values);
+    images.push_back(Draw(r));
   }
   EXPECT_NE(images[0], images[1]);
   WriteKilnYaml("clip_skip: 12\n");
@@ -101,17 +111,7 @@ TEST_F(Overrides, Bfloat16GenerationStaysCloseToFloat32) {
   std::vector<std::vector<float>> images;
   for (const char* dtype : {"float32", "bfloat16"}) {
     WriteKilnYaml(std::string("dtype: ") + dtype + "\n");
-    auto spec = LoadDiffusersSpec(dir_);
-    ASSERT_TRUE(spec.ok()) << spec.status();
-    auto pipeline = Pipeline::Load(*spec);
-    ASSERT_TRUE(pipeline.ok()) << pipeline.status();
-    auto gen = (*pipeline)->Start(r);
-    ASSERT_TRUE(gen.ok()) << gen.status();
-    Generation* batch[] = {gen->get()};
-    while (!(*gen)->done()) ASSERT_TRUE((*pipeline)->Step(batch).ok());
-    auto image = (*pipeline)->FinishFloat(**gen);
-    ASSERT_TRUE(image.ok()) << image.status();
-    images.push_back(image->values);
+    images.push_back(Draw(r));
   }
   ASSERT_EQ(images[0].size(), images[1].size());
   double sum = 0;
