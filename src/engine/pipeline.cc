@@ -47,6 +47,8 @@ struct Pipeline::Impl {
   // The networks are used by one thread at a time: the replica's step loop.
   absl::Mutex mu;
   std::shared_ptr<ModelParts> parts ABSL_GUARDED_BY(mu);
+  // Read once at load: asking the parts would wait behind a running step.
+  int64_t parameter_bytes = 0;
 
   absl::StatusOr<EncodedImage> EncodeImage(const Image& image) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
   absl::Status StepLocked(std::span<Generation* const> batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
@@ -61,10 +63,7 @@ Pipeline::~Pipeline() = default;
 
 const ModelSpec& Pipeline::spec() const { return impl_->spec; }
 
-int64_t Pipeline::parameter_bytes() const {
-  absl::MutexLock lock(&impl_->mu);
-  return impl_->parts->parameter_bytes();
-}
+int64_t Pipeline::parameter_bytes() const { return impl_->parameter_bytes; }
 
 absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Load(const ModelSpec& spec,
                                                          const std::string& device) {
@@ -82,6 +81,7 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Load(const ModelSpec& spec,
   } else {
     KILN_ASSIGN_OR_RETURN(impl->parts, sd::LoadStableDiffusionParts(spec, impl->device));
   }
+  impl->parameter_bytes = impl->parts->parameter_bytes();
   return std::unique_ptr<Pipeline>(new Pipeline(std::move(impl)));
 }
 
@@ -96,6 +96,7 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Replicate() const {
   impl->spec = impl_->spec;
   impl->device = impl_->device;
   impl->schedule = impl_->schedule;
+  impl->parameter_bytes = impl_->parameter_bytes;
   absl::MutexLock lock(&impl->mu);
   impl->parts = std::move(parts);
   return std::unique_ptr<Pipeline>(new Pipeline(std::move(impl)));
