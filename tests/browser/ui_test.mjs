@@ -243,7 +243,11 @@ async function main() {
   check(await page.isChecked('#mode-edit'), '(d) edit mode is on after picking a gallery image');
   await page.selectOption('#edit-kind', 'edit');
   await page.fill('#prompt', 'make the circle green');
+  // The img2img job above also ended "succeeded": wait for the page to show the new job first.
+  const img2imgId = await jobIdOnPage();
   await page.click('#submit');
+  await page.waitForFunction(
+      (prev) => document.querySelector('#job-id').textContent.trim() !== prev, img2imgId);
   await page.waitForSelector('#job-state.succeeded');
   await imagesLoaded('#results img', 1);
   const edit = (await api(`/v1/jobs/${await jobIdOnPage()}`)).body;
