@@ -159,16 +159,13 @@ absl::StatusOr<ImageRequest> ParseCommon(const FieldSource& f,
 // The input image (out.image_bytes) and how it conditions the request: mode edit|img2img.
 absl::Status ParseConditioning(const FieldSource& fields, ImageRequest& out) {
   const engine::ModelSpec& spec = *out.spec;
-  auto decoded =
-      engine::DecodeImage(out.image_bytes, {kMaxImageBytes, kMaxImagePixels, kMaxDecodeWaitMs});
-  if (absl::IsUnavailable(decoded.status())) return decoded.status();  // busy: 503, retry
-  if (!decoded.ok()) return InvalidField("image", StrCat("'image': ", decoded.status().message()));
+  KILN_ASSIGN_OR_RETURN(engine::Image decoded, DecodeUpload(out.image_bytes, "image"));
 
   KILN_ASSIGN_OR_RETURN(std::optional<std::string> mode, fields.String("mode"));
   const std::string m = mode ? *mode : (spec.supports_edit ? "edit" : "img2img");
   if (m == "edit") {
     engine::InstructEdit edit;
-    edit.image = std::move(*decoded);
+    edit.image = std::move(decoded);
     KILN_ASSIGN_OR_RETURN(
         edit.image_guidance_scale,
         DoubleIn(fields, "image_guidance_scale", 0.0, 30.0, spec.defaults.image_guidance_scale));
@@ -177,7 +174,7 @@ absl::Status ParseConditioning(const FieldSource& fields, ImageRequest& out) {
     out.generation.conditioning = std::move(edit);
   } else if (m == "img2img") {
     engine::ImageToImage i2i;
-    i2i.image = std::move(*decoded);
+    i2i.image = std::move(decoded);
     KILN_ASSIGN_OR_RETURN(std::optional<double> strength, fields.Double("strength"));
     if (strength && !(*strength > 0.0 && *strength <= 1.0)) {
       return InvalidField("strength", "'strength' must be in (0, 1]");
@@ -191,6 +188,30 @@ absl::Status ParseConditioning(const FieldSource& fields, ImageRequest& out) {
 }
 
 }  // namespace
+
+absl::StatusOr<std::string> DecodeBase64Field(std::string_view text, const std::string& field) {
+  std::string_view b64 = text;
+  if (b64.substr(0, 5) == "data:") {
+    const size_t comma = b64.find(',');
+    if (comma == std::string_view::npos ||
+        b64.substr(0, comma).find(";base64") == std::string_view::npos) {
+      return InvalidField(
+          field, StrCat("'", field, "' data URL must be base64 (data:image/png;base64,...)"));
+    }
+    b64 = b64.substr(comma + 1);
+  }
+  auto bytes = Base64Decode(b64);
+  if (!bytes.ok()) return InvalidField(field, StrCat("'", field, "' is not valid base64"));
+  return std::move(*bytes);
+}
+
+absl::StatusOr<engine::Image> DecodeUpload(std::string_view bytes, const std::string& field) {
+  auto decoded = engine::DecodeImage(bytes, {kMaxImageBytes, kMaxImagePixels, kMaxDecodeWaitMs});
+  if (absl::IsUnavailable(decoded.status())) return decoded.status();  // busy: 503, retry
+  if (!decoded.ok())
+    return InvalidField(field, StrCat("'", field, "': ", decoded.status().message()));
+  return std::move(*decoded);
+}
 
 // ---- JsonFields ----------------------------------------------------------------------------
 
@@ -319,18 +340,7 @@ absl::StatusOr<ImageRequest> ParseJobRequest(const nlohmann::json& body,
   }
   KILN_ASSIGN_OR_RETURN(std::optional<std::string> image, fields.String("image"));
   if (image && !image->empty()) {
-    std::string_view b64 = *image;
-    if (b64.substr(0, 5) == "data:") {
-      const size_t comma = b64.find(',');
-      if (comma == std::string_view::npos ||
-          b64.substr(0, comma).find(";base64") == std::string_view::npos) {
-        return InvalidField("image", "'image' data URL must be base64 (data:image/png;base64,...)");
-      }
-      b64 = b64.substr(comma + 1);
-    }
-    auto bytes = Base64Decode(b64);
-    if (!bytes.ok()) return InvalidField("image", "'image' is not valid base64");
-    out.image_bytes = std::move(*bytes);
+    KILN_ASSIGN_OR_RETURN(out.image_bytes, DecodeBase64Field(*image, "image"));
     KILN_RETURN_IF_ERROR(ParseConditioning(fields, out));
   } else {
     for (const char* f : {"mode", "strength", "image_guidance_scale"}) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/image.h"
 #include "engine/model_repository.h"
 #include "engine/request.h"
 #include "http/multipart.h"
@@ -75,6 +76,12 @@ struct ImageRequest {
 };
 
 inline constexpr size_t kMaxPromptChars = 1000;
+
+// The bytes of an image sent as text: base64, or a base64 data: URL. Errors name `field`.
+absl::StatusOr<std::string> DecodeBase64Field(std::string_view text, const std::string& field);
+// An uploaded image decoded within the upload limits (16 MiB, 4096x4096). Errors name `field`;
+// Unavailable (503, retry) when every decoding slot stays busy for 10 s.
+absl::StatusOr<engine::Image> DecodeUpload(std::string_view bytes, const std::string& field);
 
 // POST /v1/images/generations.
 absl::StatusOr<ImageRequest> ParseGenerationsRequest(std::string_view json_body,

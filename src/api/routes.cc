@@ -1,5 +1,6 @@
 #include "api/routes.h"
 
+#include "api/a1111.h"
 #include "api/errors.h"
 #include "api/handlers.h"
 
@@ -36,6 +37,7 @@ void AddRoutes(http::Router& router, const ApiContext& ctx) {
   router.Add("GET", "/", [c](const R& r, const P&) { return HandleUi(*c, r, "index.html"); });
   router.Add("GET", "/ui/{file}",
              [c](const R& r, const P& p) { return HandleUi(*c, r, p.at("file")); });
+  AddA1111Routes(router, ctx);
   if (!ctx.jobs) return;
   router.Add("POST", "/v1/jobs", [c](const R& r, const P&) { return HandleCreateJob(*c, r); });
   router.Add("GET", "/v1/jobs", [c](const R& r, const P&) { return HandleListJobs(*c, r); });

@@ -30,6 +30,7 @@ absl::StatusOr<SamplerSpec> ParseSamplerName(std::string_view name) {
   // Normalise: lower case, "+" -> "p", spaces and dashes -> "_".
   std::string n = ToLowerAscii(Trim(name));
   n = ReplaceAll(ReplaceAll(ReplaceAll(n, "+", "p"), " ", "_"), "-", "_");
+  if (n.starts_with("k_")) n.erase(0, 2);  // A1111's aliases: "k_euler_a", "k_dpmpp_2m"
   SamplerSpec spec;
   constexpr std::string_view kKarras = "_karras";
   if (n.size() > kKarras.size() && n.ends_with(kKarras)) {

@@ -21,7 +21,7 @@ struct SamplerSpec {
 };
 
 // Accepts canonical names, "<name>_karras", "<name> karras" and A1111 display names
-// ("Euler a", "DPM++ 2M Karras", "DDIM"), case-insensitively.
+// ("Euler a", "DPM++ 2M Karras", "DDIM") and aliases ("k_euler_a"), case-insensitively.
 absl::StatusOr<SamplerSpec> ParseSamplerName(std::string_view name);
 
 }  // namespace kiln::engine
