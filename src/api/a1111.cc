@@ -116,8 +116,11 @@ http::Response Generate(const ApiContext& ctx, const std::shared_ptr<A1111Sessio
     };
     task->iterations.push_back(std::move(item));
   }
-  task->outcomes.resize(r.n_iter);
-  task->remaining = r.n_iter;
+  {
+    absl::MutexLock lock(&task->mu);
+    task->outcomes.resize(r.n_iter);
+    task->remaining = r.n_iter;
+  }
 
   http::Response response;
   response.deferred = [&ctx, session, task](http::Responder respond) {

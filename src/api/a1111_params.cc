@@ -594,7 +594,7 @@ json A1111Info(const A1111Request& request, const std::vector<int>& indices,
           {"infotexts", infotexts},
           {"styles", json::array()},
           {"job_timestamp", stamp},
-          {"clip_skip", request.spec->clip_skip},
+          {"clip_skip", request.spec->clip_skip + 1},  // A1111 counts the last layer as 1
           {"is_using_inpainting_conditioning", false},
           {"version", "kiln"}};
 }

@@ -24,6 +24,8 @@ const char* ErrorCode(int http_status) {
       return "not_found";
     case 405:
       return "method_not_allowed";
+    case 409:
+      return "conflict";
     case 413:
       return "payload_too_large";
     case 415:
@@ -85,7 +87,9 @@ http::Response ErrorResponse(const absl::Status& status) {
   const int code = HttpStatusFor(status);
   auto field = FieldOf(status);
   const char* error_code = ErrorCode(code);
-  if (code == 404 && field == "model") error_code = "model_not_found";
+  if (code == 404 && field && (*field == "model" || field->ends_with("sd_model_checkpoint"))) {
+    error_code = "model_not_found";
+  }
   // Internal errors are logged by the caller; the client gets the message, which never holds
   // secrets (paths of model files at most).
   http::Response r = Render(code, std::string(status.message()),

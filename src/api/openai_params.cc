@@ -276,6 +276,8 @@ std::vector<std::string> FormFields::Names() const { return names_; }
 absl::StatusOr<std::optional<std::string>> FormFields::String(const std::string& name) const {
   auto it = values_.find(name);
   if (it == values_.end()) return std::nullopt;
+  // JSON bodies are checked by the parser; form fields end up in job records and PNG text.
+  if (!IsValidUtf8(it->second)) return TypeError(name, "valid UTF-8 text");
   return it->second;
 }
 

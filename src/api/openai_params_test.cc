@@ -109,6 +109,11 @@ TEST_F(OpenAiParamsTest, Edits) {
   ASSERT_TRUE(i2i.ok()) << i2i.status();
   EXPECT_DOUBLE_EQ(std::get<engine::ImageToImage>(i2i->generation.conditioning).strength, 0.4);
 
+  // A job form's text ends up in the job record (JSON): bytes that are not UTF-8 are a 400.
+  auto job = ParseJobForm(Form({{"prompt", "p"}, {"webhook", "http://127.0.0.1:9/\xff"}}, nullptr),
+                          *repo_);
+  EXPECT_EQ(FieldOf(job.status()).value_or("<ok>"), "webhook") << job.status();
+
   const std::string not_image = "hello";
   struct Case {
     std::vector<http::FormPart> parts;
@@ -121,6 +126,8 @@ TEST_F(OpenAiParamsTest, Edits) {
       {Form({{"prompt", "p"}, {"n", "x"}}, &png), "n"},
       {Form({{"prompt", "p"}, {"mask", "m"}}, &png), "mask"},
       {Form({{"prompt", "p"}, {"mode", "inpaint"}}, &png), "mode"},
+      {Form({{"prompt", "caf\xc3"}}, &png), "prompt"},  // not UTF-8: 400, not a 500 later
+      {Form({{"prompt", "p"}, {"negative_prompt", "\xff"}}, &png), "negative_prompt"},
       {Form({{"prompt", "p"}, {"mode", "img2img"}, {"strength", "0"}}, &png), "strength"},
       {Form({{"prompt", "p"}, {"strength", "0.5"}, {"model", "test-pixel"}}, &png), "strength"},
       {Form({{"prompt", "p"}, {"image_guidance_scale", "99"}}, &png), "image_guidance_scale"},

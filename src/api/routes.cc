@@ -35,6 +35,9 @@ void AddRoutes(http::Router& router, const ApiContext& ctx) {
   router.Add("GET", "/v1/autoscale", [c](const R& r, const P&) { return HandleAutoscale(*c, r); });
   router.Add("GET", "/metrics", [c](const R& r, const P&) { return HandleMetrics(*c, r); });
   router.Add("GET", "/", [c](const R& r, const P&) { return HandleUi(*c, r, "index.html"); });
+  // The OpenAPI 3.1 description of every route here (web/openapi.json, embedded).
+  router.Add("GET", "/openapi.json",
+             [c](const R& r, const P&) { return HandleUi(*c, r, "openapi.json"); });
   router.Add("GET", "/ui/{file}",
              [c](const R& r, const P& p) { return HandleUi(*c, r, p.at("file")); });
   AddA1111Routes(router, ctx);

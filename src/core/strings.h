@@ -59,6 +59,9 @@ std::string ReplaceAll(std::string_view text, std::string_view from, std::string
 std::string Base64Encode(std::string_view bytes);
 // Standard alphabet with padding (or none); whitespace is not allowed.
 absl::StatusOr<std::string> Base64Decode(std::string_view text);
+// Whether `text` is well-formed UTF-8 (no overlong forms, surrogates or code points past
+// U+10FFFF), as JSON and PNG text chunks require.
+bool IsValidUtf8(std::string_view text);
 
 // ---- Parsing -------------------------------------------------------------------------------
 

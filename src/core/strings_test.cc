@@ -39,5 +39,20 @@ TEST(StatusUtil, FieldAndHttpPayloadsSurviveAnnotate) {
   EXPECT_FALSE(FieldOf(absl::InternalError("x")).has_value());
 }
 
+TEST(Strings, IsValidUtf8) {
+  EXPECT_TRUE(IsValidUtf8(""));
+  EXPECT_TRUE(IsValidUtf8("plain ascii"));
+  EXPECT_TRUE(IsValidUtf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x8e\xa8"));  // é € 🎨
+  EXPECT_FALSE(IsValidUtf8("\xff"));
+  EXPECT_FALSE(IsValidUtf8("caf\xc3"));           // truncated
+  EXPECT_FALSE(IsValidUtf8("\xe2\x82"));          // truncated
+  EXPECT_FALSE(IsValidUtf8("\xc0\xaf"));          // overlong '/'
+  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));      // a surrogate
+  EXPECT_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));  // past U+10FFFF
+  EXPECT_FALSE(
+      IsValidUtf8("a\x80"
+                  "b"));  // a lone continuation byte
+}
+
 }  // namespace
 }  // namespace kiln

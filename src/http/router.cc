@@ -87,4 +87,10 @@ Response Router::Dispatch(const Request& request, const Match& match) const {
   return render_error_(404, "no route for " + request.path);
 }
 
+std::vector<std::pair<std::string, std::string>> Router::Routes() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const Route& r : routes_) out.emplace_back(r.method, r.pattern);
+  return out;
+}
+
 }  // namespace kiln::http

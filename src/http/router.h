@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "http/message.h"
@@ -43,6 +44,8 @@ class Router {
   Response Dispatch(const Request& request) const { return Dispatch(request, Resolve(request)); }
 
   const ErrorRenderer& render_error() const { return render_error_; }
+  // Every route as (method, pattern), in the order added (for the API description's test).
+  std::vector<std::pair<std::string, std::string>> Routes() const;
 
  private:
   struct Route {

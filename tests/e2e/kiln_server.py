@@ -9,7 +9,11 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
+
+# Straight to the server, whatever proxy variables the environment (or a test) sets.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class KilnServer:
@@ -57,9 +61,8 @@ class KilnServer:
                 raise RuntimeError("kiln did not start listening:\n" + self.tail())
         while True:  # the models warm up before /readyz says 200
             try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=10) as r:
-                    if r.status == 200:
-                        return
+                if self.get("/readyz") == 200:
+                    return
             except OSError:
                 pass
             if self.proc.poll() is not None:
@@ -67,6 +70,14 @@ class KilnServer:
             if time.monotonic() > deadline:
                 raise RuntimeError("kiln was not ready in time:\n" + self.tail())
             time.sleep(0.1)
+
+    def get(self, path, timeout=10):
+        """The status of GET `path` (raises OSError when the server does not answer)."""
+        try:
+            with _DIRECT.open(self.url + path, timeout=timeout) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
 
     def tail(self, lines=60):
         return "\n".join(self.log[-lines:])
