@@ -13,6 +13,7 @@ Usage: schemathesis_test.py KILN_BINARY MODELS_DIR [MAX_EXAMPLES]
 import os
 import subprocess
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -45,7 +46,9 @@ def main():
                "--suppress-health-check", "all"]
         print(" ".join(cmd), flush=True)
         try:
-            rc = subprocess.run(cmd, env=env, timeout=1200).returncode
+            # In a scratch folder: schemathesis keeps a cache (.schemathesis/) where it runs.
+            with tempfile.TemporaryDirectory(prefix="kiln-schemathesis-") as scratch:
+                rc = subprocess.run(cmd, env=env, cwd=scratch, timeout=1200).returncode
         except subprocess.TimeoutExpired:
             print("FAIL: schemathesis did not finish in 20 minutes (a hang?)")
             rc = 1
