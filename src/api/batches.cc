@@ -74,7 +74,7 @@ http::Response HandleCreateBatch(const ApiContext& ctx, const http::Request& req
     };
     auto obj = ParseJsonWithLimits(line, "the request");
     if (!obj.ok()) return ErrorResponse(where(obj.status()));
-    auto request = ParseJobRequest(*obj, *ctx.models, /*batch_line=*/true);
+    auto request = ParseJobRequest(*obj, *ctx.models, ctx.webhook_policy, /*batch_line=*/true);
     if (!request.ok()) return ErrorResponse(where(request.status()));
     sched::JobSubmission s;
     s.model = request->model;

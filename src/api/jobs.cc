@@ -73,11 +73,11 @@ http::Response HandleCreateJob(const ApiContext& ctx, const http::Request& req) 
     // The /v1/images/edits form (an uploaded image file), or a generation without the image.
     auto parts = FormParts(req);
     if (!parts.ok()) return ErrorResponse(parts.status());
-    request = ParseJobForm(*parts, *ctx.models);
+    request = ParseJobForm(*parts, *ctx.models, ctx.webhook_policy);
   } else {
     auto body = ParseJsonWithLimits(req.body, "the request body");
     if (!body.ok()) return ErrorResponse(body.status());
-    request = ParseJobRequest(*body, *ctx.models, /*batch_line=*/false);
+    request = ParseJobRequest(*body, *ctx.models, ctx.webhook_policy, /*batch_line=*/false);
   }
   if (!request.ok()) return ErrorResponse(request.status());
   // A store that takes no writes now (a full disk: 507) would fail the job after accepting it.

@@ -156,6 +156,16 @@ absl::StatusOr<ImageRequest> ParseCommon(const FieldSource& f,
   return out;
 }
 
+// The `webhook` field: an http(s) URL whose host, when an address literal, `policy` allows.
+absl::StatusOr<std::string> WebhookField(const FieldSource& fields,
+                                         const http::AddressPolicy& policy) {
+  KILN_ASSIGN_OR_RETURN(std::optional<std::string> webhook, fields.String("webhook"));
+  if (!webhook || webhook->empty()) return std::string();
+  KILN_RETURN_IF_ERROR(http::CheckHttpUrl(*webhook, "webhook"));
+  KILN_RETURN_IF_ERROR(policy.CheckUrl(*webhook, "webhook"));
+  return *webhook;
+}
+
 // The input image (out.image_bytes) and how it conditions the request: mode edit|img2img.
 absl::Status ParseConditioning(const FieldSource& fields, ImageRequest& out) {
   const engine::ModelSpec& spec = *out.spec;
@@ -321,18 +331,14 @@ absl::StatusOr<ImageRequest> ParseGenerationsRequest(std::string_view json_body,
 
 absl::StatusOr<ImageRequest> ParseJobRequest(const nlohmann::json& body,
                                              const engine::ModelRepository& models,
-                                             bool batch_line) {
+                                             const http::AddressPolicy& webhooks, bool batch_line) {
   if (!body.is_object()) return absl::InvalidArgumentError("the request must be a JSON object");
   JsonFields fields(body);
   std::set<std::string> extra = {"image", "image_guidance_scale", "strength", "mode", "webhook"};
   if (batch_line) extra.insert("custom_id");
   KILN_RETURN_IF_ERROR(CheckKnownFields(fields, extra));
   KILN_ASSIGN_OR_RETURN(ImageRequest out, ParseCommon(fields, models));
-  KILN_ASSIGN_OR_RETURN(std::optional<std::string> webhook, fields.String("webhook"));
-  if (webhook && !webhook->empty()) {
-    KILN_RETURN_IF_ERROR(http::CheckHttpUrl(*webhook, "webhook"));
-    out.webhook = *webhook;
-  }
+  KILN_ASSIGN_OR_RETURN(out.webhook, WebhookField(fields, webhooks));
   if (batch_line) {
     KILN_ASSIGN_OR_RETURN(std::optional<std::string> custom_id, fields.String("custom_id"));
     if (custom_id && custom_id->size() > 128) {
@@ -357,10 +363,12 @@ absl::StatusOr<ImageRequest> ParseJobRequest(const nlohmann::json& body,
 
 namespace {
 
-// A multipart form: an edit (/v1/images/edits, `job` false: the image is required) or a job
-// (/v1/jobs, `job` true: the image is optional, `webhook` is allowed).
+// A multipart form: an edit (/v1/images/edits, no `webhooks`: the image is required) or a job
+// (/v1/jobs: the image is optional, `webhook` is allowed and judged by `webhooks`).
 absl::StatusOr<ImageRequest> ParseForm(const std::vector<http::FormPart>& parts,
-                                       const engine::ModelRepository& models, bool job) {
+                                       const engine::ModelRepository& models,
+                                       const http::AddressPolicy* webhooks) {
+  const bool job = webhooks != nullptr;
   FormFields fields(parts);
   std::set<std::string> known = {"image",    "image[]", "mask", "image_guidance_scale",
                                  "strength", "mode"};
@@ -384,12 +392,8 @@ absl::StatusOr<ImageRequest> ParseForm(const std::vector<http::FormPart>& parts,
   if (!image_part && !job) return InvalidField("image", "'image' is required: the image to edit");
   if (images > 1) return InvalidField("image", "exactly one 'image' is supported");
   KILN_ASSIGN_OR_RETURN(ImageRequest out, ParseCommon(fields, models));
-  if (job) {
-    KILN_ASSIGN_OR_RETURN(std::optional<std::string> webhook, fields.String("webhook"));
-    if (webhook && !webhook->empty()) {
-      KILN_RETURN_IF_ERROR(http::CheckHttpUrl(*webhook, "webhook"));
-      out.webhook = *webhook;
-    }
+  if (webhooks) {
+    KILN_ASSIGN_OR_RETURN(out.webhook, WebhookField(fields, *webhooks));
   }
   if (image_part) {
     out.image_bytes = std::string(image_part->data);
@@ -408,12 +412,13 @@ absl::StatusOr<ImageRequest> ParseForm(const std::vector<http::FormPart>& parts,
 
 absl::StatusOr<ImageRequest> ParseEditsRequest(const std::vector<http::FormPart>& parts,
                                                const engine::ModelRepository& models) {
-  return ParseForm(parts, models, /*job=*/false);
+  return ParseForm(parts, models, /*webhooks=*/nullptr);
 }
 
 absl::StatusOr<ImageRequest> ParseJobForm(const std::vector<http::FormPart>& parts,
-                                          const engine::ModelRepository& models) {
-  return ParseForm(parts, models, /*job=*/true);
+                                          const engine::ModelRepository& models,
+                                          const http::AddressPolicy& webhooks) {
+  return ParseForm(parts, models, &webhooks);
 }
 
 }  // namespace kiln::api

@@ -14,6 +14,7 @@
 #include "engine/image.h"
 #include "engine/model_repository.h"
 #include "engine/request.h"
+#include "http/address_policy.h"
 #include "http/multipart.h"
 #include "nlohmann/json.hpp"
 
@@ -90,9 +91,10 @@ absl::StatusOr<ImageRequest> ParseGenerationsRequest(std::string_view json_body,
 // POST /v1/jobs (and each line of POST /v1/batches, with `batch_line`): the generations fields,
 // plus `image` (base64 or a data: URL) with `mode`, `strength` and `image_guidance_scale` for
 // edits, plus `priority`, `deadline_ms`, `webhook` (and `custom_id` on batch lines).
+// `webhooks`: a webhook whose host is an address literal it refuses is a 400 naming `webhook`.
 absl::StatusOr<ImageRequest> ParseJobRequest(const nlohmann::json& body,
                                              const engine::ModelRepository& models,
-                                             bool batch_line);
+                                             const http::AddressPolicy& webhooks, bool batch_line);
 
 // POST /v1/images/edits: the parsed form parts (the image among them).
 absl::StatusOr<ImageRequest> ParseEditsRequest(const std::vector<http::FormPart>& parts,
@@ -101,6 +103,7 @@ absl::StatusOr<ImageRequest> ParseEditsRequest(const std::vector<http::FormPart>
 // POST /v1/jobs as multipart/form-data: the edits form (the image file optional: without it,
 // a generation job), plus `webhook`.
 absl::StatusOr<ImageRequest> ParseJobForm(const std::vector<http::FormPart>& parts,
-                                          const engine::ModelRepository& models);
+                                          const engine::ModelRepository& models,
+                                          const http::AddressPolicy& webhooks);
 
 }  // namespace kiln::api

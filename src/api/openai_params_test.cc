@@ -111,7 +111,7 @@ TEST_F(OpenAiParamsTest, Edits) {
 
   // A job form's text ends up in the job record (JSON): bytes that are not UTF-8 are a 400.
   auto job = ParseJobForm(Form({{"prompt", "p"}, {"webhook", "http://127.0.0.1:9/\xff"}}, nullptr),
-                          *repo_);
+                          *repo_, http::AddressPolicy());
   EXPECT_EQ(FieldOf(job.status()).value_or("<ok>"), "webhook") << job.status();
 
   const std::string not_image = "hello";

@@ -3,6 +3,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "engine/model_repository.h"
+#include "http/address_policy.h"
 #include "http/router.h"
 #include "obs/kiln_metrics.h"
 #include "obs/tracer.h"
@@ -59,6 +60,8 @@ struct ApiContext {
   size_t max_batch_bytes = 16 << 20;           // /v1/batches bodies
   int max_batch_lines = 10000;
   std::string web_dir;  // serve the UI from here instead of the embedded files (development)
+  // Where webhooks may point: a webhook at a refused address literal is a 400 at submission.
+  http::AddressPolicy webhook_policy;
 };
 
 // A router whose errors use the OpenAI error shape.

@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace kiln::cli {
 
@@ -37,8 +38,10 @@ struct ServeOptions {
   int autoscale_min_replicas = 0;
   int autoscale_max_replicas = 16;
   std::string webhook_secret;  // default: $KILN_WEBHOOK_SECRET, else generated into --data
-  std::string web_dir;         // empty: the UI files embedded in the binary
-  std::string otlp_endpoint;   // OTLP/HTTP base URL; default $OTEL_EXPORTER_OTLP_ENDPOINT
+  // CIDR blocks webhooks may reach although they are loopback, private, link-local, ...
+  std::vector<std::string> webhook_allow;
+  std::string web_dir;        // empty: the UI files embedded in the binary
+  std::string otlp_endpoint;  // OTLP/HTTP base URL; default $OTEL_EXPORTER_OTLP_ENDPOINT
   // Workers on Spot VMs: poll this URL (GCE: .../instance/preempted) and stop, checkpointing,
   // when it answers TRUE, within at most preemption_grace_seconds.
   std::string preemption_url;

@@ -70,6 +70,10 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(0, 100000));
     cmd->add_option("--webhook-secret", serve.webhook_secret,
                     "HMAC key for webhook signatures (default $KILN_WEBHOOK_SECRET)");
+    cmd->add_option("--webhook-allow", serve.webhook_allow,
+                    "CIDR blocks webhooks may reach although loopback, private or link-local "
+                    "(e.g. 10.0.0.0/8,127.0.0.1/32); others are refused")
+        ->delimiter(',');
     cmd->add_option(
         "--otlp-endpoint", serve.otlp_endpoint,
         "Export traces over OTLP/HTTP to this base URL (default $OTEL_EXPORTER_OTLP_ENDPOINT)");

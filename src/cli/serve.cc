@@ -200,7 +200,16 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o,
         set_double(o.retention_hours);
       else if (key == "idempotency_hours")
         set_double(o.idempotency_hours);
-      else if (key == "tenant_weights") {
+      else if (key == "webhook_allow") {
+        if (!given(key)) {
+          o.webhook_allow.clear();
+          if (kv.second.IsSequence()) {
+            for (const auto& block : kv.second) o.webhook_allow.push_back(block.as<std::string>());
+          } else {
+            o.webhook_allow.push_back(kv.second.as<std::string>());
+          }
+        }
+      } else if (key == "tenant_weights") {
         if (!kv.second.IsMap()) return path + ": key 'tenant_weights': must be a map";
         if (kv.second.size() > 10000) {
           return path + ": key 'tenant_weights': at most 10000 tenants";
@@ -392,9 +401,16 @@ int RunServe(ServeOptions o) {
     return 1;
   }
 
+  auto webhook_policy = http::AddressPolicy::Make(o.webhook_allow, "webhook_allow");
+  if (!webhook_policy.ok()) {
+    log::Error("bad --webhook-allow", {{"error", Message(webhook_policy.status())}});
+    return 1;
+  }
+
   sched::JobEvents events;
   sched::WebhookOptions wo;
   wo.secret = *secret;
+  wo.policy = *webhook_policy;
   wo.deliveries = &metrics.webhook_deliveries;
   queue::JobQueue* q = queue->get();
   sched::WebhookSender webhooks(wo, [q](const std::string& id, const nlohmann::json& status) {
@@ -426,6 +442,7 @@ int RunServe(ServeOptions o) {
   context.store = store->get();
   context.events = &events;
   context.web_dir = o.web_dir;
+  context.webhook_policy = *webhook_policy;
   context.dependencies = &dependencies;
   context.autoscale = {o.autoscale_target_seconds, o.autoscale_min_replicas,
                        o.autoscale_max_replicas};

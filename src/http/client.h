@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "http/address_policy.h"
 
 namespace kiln::http {
 
@@ -23,6 +24,11 @@ struct ClientRequest {
   std::vector<std::pair<std::string, std::string>> headers;
   std::chrono::milliseconds timeout{30000};
   size_t max_body_bytes = 64 << 10;  // longer answers are cut there
+  // When set, the call goes only where the policy allows: the host is resolved once, every
+  // address it has is judged, the connection goes to an allowed one (no second lookup), and
+  // every socket opened (to the host, or to a proxy from the environment) is judged again.
+  // Refused: PermissionDenied, before anything is sent.
+  const AddressPolicy* policy = nullptr;
 };
 
 // Sends one request. Transport failures are Unavailable; any HTTP answer is a ClientResponse.
@@ -33,7 +39,8 @@ absl::StatusOr<ClientResponse> Fetch(const ClientRequest& request);
 // any HTTP answer, 5xx included, is a ClientResponse. Redirects are not followed.
 absl::StatusOr<ClientResponse> Post(const std::string& url, const std::string& body,
                                     const std::vector<std::pair<std::string, std::string>>& headers,
-                                    std::chrono::milliseconds timeout);
+                                    std::chrono::milliseconds timeout,
+                                    const AddressPolicy* policy = nullptr);
 
 // InvalidArgument (naming `field`) unless `url` is an absolute http:// or https:// URL with a
 // host, at most 2048 bytes, without spaces or control characters.

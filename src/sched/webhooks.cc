@@ -72,7 +72,7 @@ void WebhookSender::Run() {
                                 {"User-Agent", "kiln-webhook"},
                                 {"Kiln-Job-Id", d.job_id},
                                 {"Kiln-Signature", SignWebhook(options_.secret, now_s, d.body)}},
-                               options_.timeout);
+                               options_.timeout, &options_.policy);
     nlohmann::json status = {{"url", d.url}, {"attempts", d.attempts}};
     bool retry = false;
     if (response.ok()) {
@@ -85,7 +85,7 @@ void WebhookSender::Run() {
       }
     } else {
       status["last_error"] = std::string(response.status().message());
-      retry = true;
+      retry = !absl::IsPermissionDenied(response.status());  // a refused address stays refused
     }
     if (!status.contains("state")) {
       if (retry && d.attempts < options_.max_attempts) {

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
+#include "http/address_policy.h"
 #include "nlohmann/json.hpp"
 #include "obs/metrics.h"
 
@@ -23,6 +24,9 @@ struct WebhookOptions {
   std::chrono::milliseconds first_backoff{1000};  // doubled after each failure
   std::chrono::milliseconds timeout{10000};       // per attempt
   size_t max_pending = 100000;
+  // Where deliveries may go (resolved, judged and pinned per attempt); a refused address fails
+  // the delivery at once, without a retry.
+  http::AddressPolicy policy;
   // Optional: deliveries that ended, by outcome (delivered | failed).
   obs::Family<obs::Counter>* deliveries = nullptr;
 };

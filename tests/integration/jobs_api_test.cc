@@ -29,7 +29,9 @@ constexpr const char* kJson = "Content-Type: application/json";
 class JobsApiTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    server_ = new ServerProcess({"--models", TestModelsDir(), "--webhook-secret", "s3cret"});
+    // Webhooks may reach 127.0.0.1 (the test's receiver) and nothing else that is not public.
+    server_ = new ServerProcess({"--models", TestModelsDir(), "--webhook-secret", "s3cret",
+                                 "--webhook-allow", "127.0.0.1/32"});
     ASSERT_TRUE(server_->started()) << server_->log();
   }
   static void TearDownTestSuite() {
@@ -268,6 +270,13 @@ TEST_F(JobsApiTest, BadInputGetsAClear4xxAndChangesNothing) {
        "application/json", 400, "webhook"},
       {"POST", "/v1/jobs", Job(5, 1, {{"webhook", "http://"}}).dump(), "application/json", 400,
        "webhook"},
+      // Refused ranges, refused at submission: nothing is ever sent to them.
+      {"POST", "/v1/jobs", Job(5, 1, {{"webhook", "http://169.254.169.254/latest"}}).dump(),
+       "application/json", 400, "webhook"},
+      {"POST", "/v1/jobs", Job(5, 1, {{"webhook", "http://[::ffff:10.0.0.1]/x"}}).dump(),
+       "application/json", 400, "webhook"},
+      {"POST", "/v1/jobs", Job(5, 1, {{"webhook", "http://127.0.0.2:9/x"}}).dump(),
+       "application/json", 400, "webhook"},
       {"POST", "/v1/jobs", Job(5, 1, {{"priority", 11}}).dump(), "application/json", 400,
        "priority"},
       {"POST", "/v1/jobs", Job(5, 1, {{"deadline_ms", 0}}).dump(), "application/json", 400,
