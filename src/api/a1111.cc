@@ -38,7 +38,7 @@ http::Response TaskResponse(const ApiContext& ctx, A1111Task& task) {
       auto png = engine::EncodePng(finished[k][i], {{"parameters", A1111Infotext(r, index)}});
       if (!png.ok()) return ErrorResponse(png.status());
       if (r.save_images) {
-        const std::string key = StrCat("images/", task.iterations[k]->id, "/", i, ".png");
+        const std::string key = SyncImageKey(ctx, task.tenant, task.iterations[k]->id, i);
         if (absl::Status s = ctx.store->Put(key, *png); !s.ok()) {
           log::Error("storing an image failed", {{"key", key}, {"error", s.ToString()}});
           return ErrorResponse(Annotate(s, "saving the image (save_images)"));
@@ -75,7 +75,7 @@ http::Response Generate(const ApiContext& ctx, const std::shared_ptr<A1111Sessio
   }
   auto task = std::make_shared<A1111Task>();
   task->id = parsed->task_id.empty() ? StrCat("task(", NewUlid(), ")") : parsed->task_id;
-  task->tenant = TenantOf(req);
+  task->tenant = TenantOf(ctx, req);
   task->started_ms = UnixMillis();
   task->request = std::move(*parsed);
   const A1111Request& r = task->request;
@@ -158,7 +158,8 @@ json NoProgress() {
           {"current_task", nullptr}};
 }
 
-http::Response Progress(const A1111Session& session, const http::Request& req) {
+http::Response Progress(const ApiContext& ctx, const A1111Session& session,
+                        const http::Request& req) {
   if (auto s = CheckQuery(req, {"skip_current_image"}); !s.ok()) return ErrorResponse(s);
   bool skip_image = false;
   if (auto it = req.query.find("skip_current_image"); it != req.query.end()) {
@@ -169,7 +170,7 @@ http::Response Progress(const A1111Session& session, const http::Request& req) {
     }
     skip_image = v == "true";
   }
-  auto task = session.Current(TenantOf(req));
+  auto task = session.Current(TenantOf(ctx, req));
   if (!task) return http::Response::Json(200, NoProgress().dump());
   if (!skip_image) task->preview_wanted = true;
 
@@ -220,7 +221,7 @@ http::Response Progress(const A1111Session& session, const http::Request& req) {
 // /skip stops that call's current iteration and goes on with the next.
 http::Response Stop(const ApiContext& ctx, const A1111Session& session, const http::Request& req,
                     bool whole_task) {
-  if (auto task = session.Current(TenantOf(req))) {
+  if (auto task = session.Current(TenantOf(ctx, req))) {
     const int current = task->Current();
     const int n = static_cast<int>(task->iterations.size());
     if (whole_task) {
@@ -302,35 +303,37 @@ void AddA1111Routes(http::Router& router, const ApiContext& ctx) {
   auto session = std::make_shared<A1111Session>();
   using P = http::PathParams;
   using R = http::Request;
-  router.Add("POST", "/sdapi/v1/txt2img", [c, session](const R& r, const P&) {
+  const auto add = [&](const char* method, const char* path, Access access, http::Handler h) {
+    router.Add(method, path, Guarded(ctx, access, std::move(h)));
+  };
+  add("POST", "/sdapi/v1/txt2img", Access::kUser, [c, session](const R& r, const P&) {
     return Generate(*c, session, r, A1111Route::kTxt2Img);
   });
-  router.Add("POST", "/sdapi/v1/img2img", [c, session](const R& r, const P&) {
+  add("POST", "/sdapi/v1/img2img", Access::kUser, [c, session](const R& r, const P&) {
     return Generate(*c, session, r, A1111Route::kImg2Img);
   });
-  router.Add("GET", "/sdapi/v1/progress",
-             [session](const R& r, const P&) { return Progress(*session, r); });
-  router.Add("POST", "/sdapi/v1/interrupt", [c, session](const R& r, const P&) {
-    return Stop(*c, *session, r, /*whole_task=*/true);
-  });
-  router.Add("POST", "/sdapi/v1/skip", [c, session](const R& r, const P&) {
-    return Stop(*c, *session, r, /*whole_task=*/false);
-  });
-  router.Add("GET", "/sdapi/v1/options", [c, session](const R&, const P&) {
+  add("GET", "/sdapi/v1/progress", Access::kUser,
+      [c, session](const R& r, const P&) { return Progress(*c, *session, r); });
+  add("POST", "/sdapi/v1/interrupt", Access::kUser,
+      [c, session](const R& r, const P&) { return Stop(*c, *session, r, /*whole_task=*/true); });
+  add("POST", "/sdapi/v1/skip", Access::kUser,
+      [c, session](const R& r, const P&) { return Stop(*c, *session, r, /*whole_task=*/false); });
+  add("GET", "/sdapi/v1/options", Access::kUser, [c, session](const R&, const P&) {
     return http::Response::Json(200, Options(*c, *session).dump());
   });
-  router.Add("POST", "/sdapi/v1/options",
-             [c, session](const R& r, const P&) { return SetOptions(*c, *session, r); });
-  router.Add("GET", "/sdapi/v1/sd-models", [c](const R&, const P&) { return SdModels(*c); });
-  router.Add("GET", "/sdapi/v1/samplers",
-             [](const R&, const P&) { return http::Response::Json(200, A1111Samplers().dump()); });
-  router.Add("GET", "/sdapi/v1/schedulers", [](const R&, const P&) {
-    return http::Response::Json(200, A1111Schedulers().dump());
-  });
-  router.Add("GET", "/sdapi/v1/upscalers",
-             [](const R&, const P&) { return http::Response::Json(200, "[]"); });
+  // The default checkpoint is every caller's: with API keys, only an admin changes it.
+  add("POST", "/sdapi/v1/options", Access::kAdmin,
+      [c, session](const R& r, const P&) { return SetOptions(*c, *session, r); });
+  add("GET", "/sdapi/v1/sd-models", Access::kUser,
+      [c](const R&, const P&) { return SdModels(*c); });
+  add("GET", "/sdapi/v1/samplers", Access::kUser,
+      [](const R&, const P&) { return http::Response::Json(200, A1111Samplers().dump()); });
+  add("GET", "/sdapi/v1/schedulers", Access::kUser,
+      [](const R&, const P&) { return http::Response::Json(200, A1111Schedulers().dump()); });
+  add("GET", "/sdapi/v1/upscalers", Access::kUser,
+      [](const R&, const P&) { return http::Response::Json(200, "[]"); });
   // No scripts: clients such as webuiapi ask at start which extensions are installed.
-  router.Add("GET", "/sdapi/v1/scripts", [](const R&, const P&) {
+  add("GET", "/sdapi/v1/scripts", Access::kUser, [](const R&, const P&) {
     return http::Response::Json(200, R"({"txt2img":[],"img2img":[]})");
   });
 }

@@ -56,7 +56,7 @@ http::Response HandleCreateBatch(const ApiContext& ctx, const http::Request& req
   }
   if (auto s = CheckQuery(req, {}); !s.ok()) return ErrorResponse(s);
   std::vector<sched::JobSubmission> subs;
-  const std::string tenant = TenantOf(req);
+  const std::string tenant = TenantOf(ctx, req);
   int line_no = 0;
   for (std::string_view line : Split(req.body, "\n")) {
     ++line_no;
@@ -100,10 +100,31 @@ http::Response HandleCreateBatch(const ApiContext& ctx, const http::Request& req
   return r;
 }
 
+namespace {
+
+// The batch `id` as `caller` may see it: a batch is its jobs' tenant's, and another tenant's
+// batch is "no batch", exactly as one that does not exist.
+absl::StatusOr<queue::Batch> VisibleBatch(const ApiContext& ctx, const Caller& caller,
+                                          const std::string& id) {
+  auto batch = ctx.queue->GetBatch(id);
+  if (!batch.ok() || caller.admin) return batch;
+  queue::JobFilter filter;
+  filter.batch_id = id;
+  filter.limit = 1;
+  auto page = ctx.queue->List(filter);
+  if (!page.ok()) return page.status();
+  if (page->jobs.empty() || page->jobs[0].spec.tenant != caller.tenant) {
+    return WithField(absl::NotFoundError(StrCat("no batch '", id, "'")), "batch_id");
+  }
+  return batch;
+}
+
+}  // namespace
+
 http::Response HandleGetBatch(const ApiContext& ctx, const http::Request& req,
                               const std::string& id) {
   if (auto s = CheckBatchId(id); !s.ok()) return ErrorResponse(s);
-  auto batch = ctx.queue->GetBatch(id);
+  auto batch = VisibleBatch(ctx, CallerOf(ctx, req), id);
   if (!batch.ok()) return ErrorResponse(batch.status());
   auto counts = ctx.queue->BatchCounts(id);
   if (!counts.ok()) return ErrorResponse(counts.status());
@@ -113,7 +134,7 @@ http::Response HandleGetBatch(const ApiContext& ctx, const http::Request& req,
 http::Response HandleBatchResults(const ApiContext& ctx, const http::Request& req,
                                   const std::string& id) {
   if (auto s = CheckBatchId(id); !s.ok()) return ErrorResponse(s);
-  auto batch = ctx.queue->GetBatch(id);
+  auto batch = VisibleBatch(ctx, CallerOf(ctx, req), id);
   if (!batch.ok()) return ErrorResponse(batch.status());
   queue::JobFilter filter;
   filter.batch_id = id;
@@ -148,9 +169,18 @@ http::Response HandleBatchResults(const ApiContext& ctx, const http::Request& re
 http::Response HandleGetFile(const ApiContext& ctx, const http::Request& req,
                              const std::string& key) {
   if (auto s = store::CheckKey(key); !s.ok()) return ErrorResponse(s);
-  if (!(key.rfind("jobs/", 0) == 0 || key.rfind("images/", 0) == 0)) {
+  const auto no_file = [&key] {
     return ErrorResponse(WithField(absl::NotFoundError(StrCat("no file '", key, "'")), "key"));
+  };
+  if (!(key.rfind("jobs/", 0) == 0 || key.rfind("images/", 0) == 0)) return no_file();
+  // Another tenant's files are "no file", exactly as missing ones.
+  const Caller caller = CallerOf(ctx, req);
+  if (key.rfind("jobs/", 0) == 0 && !caller.admin) {
+    const std::string id = key.substr(5, key.find('/', 5) - 5);
+    auto job = ctx.queue->Get(id);
+    if (!job.ok() || !CanSee(caller, job->spec.tenant)) return no_file();
   }
+  if (key.rfind("images/", 0) == 0 && !MayReadImage(caller, key)) return no_file();
   auto bytes = ctx.store->Get(key);
   if (!bytes.ok()) {
     if (absl::IsNotFound(bytes.status())) {

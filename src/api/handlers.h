@@ -8,6 +8,7 @@
 #include "api/routes.h"
 #include "http/message.h"
 #include "http/multipart.h"
+#include "http/router.h"
 #include "http/server.h"
 
 namespace kiln::api {
@@ -58,11 +59,29 @@ absl::Status CheckBody(const http::Request& req,
                        std::initializer_list<std::string_view> media_types, size_t limit);
 // The parts of a multipart/form-data body (the boundary from its Content-Type).
 absl::StatusOr<std::vector<http::FormPart>> FormParts(const http::Request& req);
-// The fair-sharing tenant: a hash of the bearer token, or "anonymous".
-std::string TenantOf(const http::Request& req);
-// The tenant of requests that carry `token` ("Authorization: Bearer <token>"); "anonymous"
-// for an empty token.
-std::string TenantOfToken(std::string_view token);
+// Who is calling (the routes let a request through only once it authenticated): with API keys,
+// the key's tenant and role; without, an admin whose tenant is a hash of its bearer token.
+Caller CallerOf(const ApiContext& ctx, const http::Request& req);
+// CallerOf(...).tenant: whose work a request is, for fair sharing and isolation.
+std::string TenantOf(const ApiContext& ctx, const http::Request& req);
+// Who may call a route: anyone (probes, the page, the API description), a key holder, an admin,
+// or (operator routes: metrics, autoscaling) an admin or a process on this machine, so that
+// local scrapers and exporters need no key. Without API keys every caller is an admin.
+enum class Access { kPublic, kUser, kAdmin, kOperator };
+// `handler` behind the route's rule: 401 (with WWW-Authenticate) without a valid key, 403 for a
+// user key on an admin route.
+http::Handler Guarded(const ApiContext& ctx, Access access, http::Handler handler);
+// The store key of image `index` of sync request `id` (response_format url, A1111 save_images):
+// images/{id}/{i}.png, under a folder of the tenant's own when keys are on, so that only it
+// (and admins) can read it back.
+std::string SyncImageKey(const ApiContext& ctx, const std::string& tenant, const std::string& id,
+                         size_t index);
+// Whether `caller` may read images/... (the sync images of SyncImageKey).
+bool MayReadImage(const Caller& caller, std::string_view key);
+// Whether `caller` may see work of `tenant`: its own, or any for an admin.
+inline bool CanSee(const Caller& caller, const std::string& tenant) {
+  return caller.admin || caller.tenant == tenant;
+}
 // "http://host:port" as the client addressed us (from Host), for result URLs.
 std::string BaseUrl(const http::Request& req);
 // 400 naming the query parameter unless every query parameter is in `allowed`.

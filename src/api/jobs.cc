@@ -18,6 +18,17 @@ absl::Status CheckJobId(const std::string& id) {
   return absl::OkStatus();
 }
 
+// The job `id` as `caller` may see it: another tenant's job is "no job", exactly as a job that
+// does not exist, so that ids reveal nothing.
+absl::StatusOr<queue::Job> VisibleJob(const ApiContext& ctx, const Caller& caller,
+                                      const std::string& id) {
+  auto job = ctx.queue->Get(id);
+  if (job.ok() && !CanSee(caller, job->spec.tenant)) {
+    return WithField(absl::NotFoundError(StrCat("no job '", id, "'")), "job_id");
+  }
+  return job;
+}
+
 std::string SseFrame(const sched::JobEvent& e) {
   if (e.name.empty()) return ": keep-alive\n\n";
   return StrCat("event: ", e.name, "\ndata: ", e.data, "\n\n");
@@ -100,7 +111,7 @@ http::Response HandleCreateJob(const ApiContext& ctx, const http::Request& req) 
   s.image_bytes = std::move(request->image_bytes);
   s.klass = queue::PriorityClass::kAsync;
   s.priority = request->priority;
-  s.tenant = TenantOf(req);
+  s.tenant = TenantOf(ctx, req);
   s.traceparent = req.trace.Traceparent();
   s.deadline_ms = request->deadline_ms > 0 ? UnixMillis() + request->deadline_ms : 0;
   s.webhook = request->webhook;
@@ -119,7 +130,7 @@ http::Response HandleGetJob(const ApiContext& ctx, const http::Request& req,
                             const std::string& id) {
   if (auto s = CheckJobId(id); !s.ok()) return ErrorResponse(s);
   if (auto s = CheckQuery(req, {}); !s.ok()) return ErrorResponse(s);
-  auto job = ctx.queue->Get(id);
+  auto job = VisibleJob(ctx, CallerOf(ctx, req), id);
   if (!job.ok()) return ErrorResponse(job.status());
   return http::Response::Json(200, ctx.jobs->JobJson(*job, BaseUrl(req)).dump());
 }
@@ -129,6 +140,7 @@ http::Response HandleListJobs(const ApiContext& ctx, const http::Request& req) {
     return ErrorResponse(s);
   }
   queue::JobFilter filter;
+  if (const Caller caller = CallerOf(ctx, req); !caller.admin) filter.tenant = caller.tenant;
   if (auto it = req.query.find("state"); it != req.query.end()) {
     filter.state = queue::ParseJobState(it->second);
     if (!filter.state) {
@@ -171,7 +183,7 @@ http::Response HandleListJobs(const ApiContext& ctx, const http::Request& req) {
 http::Response HandleCancelJob(const ApiContext& ctx, const http::Request& req,
                                const std::string& id) {
   if (auto s = CheckJobId(id); !s.ok()) return ErrorResponse(s);
-  auto before = ctx.queue->Get(id);
+  auto before = VisibleJob(ctx, CallerOf(ctx, req), id);
   if (!before.ok()) return ErrorResponse(before.status());
   if (queue::IsFinal(before->state)) {
     return ErrorResponse(
@@ -197,7 +209,9 @@ http::Response HandleJobEvents(const ApiContext& ctx, const http::Request& req,
     }
     previews = it->second == "1" || it->second == "true";
   }
-  if (auto job = ctx.queue->Get(id); !job.ok()) return ErrorResponse(job.status());
+  if (auto job = VisibleJob(ctx, CallerOf(ctx, req), id); !job.ok()) {
+    return ErrorResponse(job.status());
+  }
   // Subscribe before reading the state, so that no change falls between the two.
   auto stream = ctx.events->Subscribe(id, previews);
   if (!stream) {

@@ -19,9 +19,9 @@ namespace {
 
 // The answer for finished images: b64_json inline, or URLs of PNGs written to the store.
 http::Response ImagesResponse(const ApiContext& ctx, const ImageRequest& request,
-                              const std::string& id, const std::string& base_url,
-                              const std::vector<engine::Image>& images, double seconds,
-                              const TraceContext& trace) {
+                              const std::string& id, const std::string& tenant,
+                              const std::string& base_url, const std::vector<engine::Image>& images,
+                              double seconds, const TraceContext& trace) {
   nlohmann::json data = nlohmann::json::array();
   const bool tracing = ctx.tracer && ctx.tracer->enabled();
   for (size_t i = 0; i < images.size(); ++i) {
@@ -36,7 +36,7 @@ http::Response ImagesResponse(const ApiContext& ctx, const ImageRequest& request
     }
     nlohmann::json entry = {{"seed", request.generation.seed + i}};
     if (request.response_format == ResponseFormat::kUrl) {
-      const std::string key = StrCat("images/", id, "/", i, ".png");
+      const std::string key = SyncImageKey(ctx, tenant, id, i);
       const int64_t t1 = tracing ? obs::UnixNanos() : 0;
       absl::Status stored = ctx.store->Put(key, *png);
       if (tracing) {
@@ -82,7 +82,7 @@ http::Response RunSync(const ApiContext& ctx, ImageRequest request, const http::
   item->request = request.generation;
   item->klass = queue::PriorityClass::kInteractive;
   item->priority = request.priority;
-  item->tenant = TenantOf(req);
+  item->tenant = TenantOf(ctx, req);
   item->accepted_ms = UnixMillis();
   item->trace = req.trace;
   // Nobody will read the images of a client that left: the replica asks at admission and at
@@ -121,7 +121,7 @@ http::Response RunSync(const ApiContext& ctx, ImageRequest request, const http::
       }
       const double seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      respond(ImagesResponse(ctx, *request, w.id, base_url, *images, seconds, w.trace));
+      respond(ImagesResponse(ctx, *request, w.id, w.tenant, base_url, *images, seconds, w.trace));
     };
     if (absl::Status s = ctx.scheduler->SubmitSync(item, deadline); !s.ok()) {
       respond(ErrorResponse(s));

@@ -1,4 +1,5 @@
 // Helpers shared by the handlers: body checks, tenant, base URL, query checks.
+#include "api/errors.h"
 #include "api/handlers.h"
 #include "core/crypto.h"
 #include "core/status_util.h"
@@ -33,18 +34,60 @@ absl::Status CheckBody(const http::Request& req,
   return absl::OkStatus();
 }
 
-std::string TenantOf(const http::Request& req) {
-  auto auth = req.Header("authorization");
-  if (!auth) return "anonymous";
-  std::string_view v = Trim(*auth);
-  if (!StartsWithIgnoreCase(v, "bearer ")) return "anonymous";
-  return TenantOfToken(Trim(v.substr(7)));
+Caller CallerOf(const ApiContext& ctx, const http::Request& req) {
+  static const ApiKeys kNoKeys;
+  auto caller = (ctx.keys ? *ctx.keys : kNoKeys).Authenticate(req);
+  // The routes authenticate before any handler runs; a key removed by a reload in between
+  // leaves the request with no tenant's rights.
+  return caller.ok() ? *caller : Caller{"", false};
 }
 
-std::string TenantOfToken(std::string_view token) {
-  if (token.empty() || token == "anonymous") return "anonymous";
-  // Never the key itself: it would end up in the database and in logs.
-  return "key-" + Sha256Hex(token).substr(0, 16);
+std::string TenantOf(const ApiContext& ctx, const http::Request& req) {
+  return CallerOf(ctx, req).tenant;
+}
+
+namespace {
+std::string OwnerFolder(const std::string& tenant) {
+  return "t-" + Sha256Hex(tenant).substr(0, 16);
+}
+}  // namespace
+
+std::string SyncImageKey(const ApiContext& ctx, const std::string& tenant, const std::string& id,
+                         size_t index) {
+  if (ctx.keys && ctx.keys->enabled()) {
+    return StrCat("images/", OwnerFolder(tenant), "/", id, "/", index, ".png");
+  }
+  return StrCat("images/", id, "/", index, ".png");
+}
+
+bool MayReadImage(const Caller& caller, std::string_view key) {
+  return caller.admin || key.starts_with(StrCat("images/", OwnerFolder(caller.tenant), "/"));
+}
+
+namespace {
+bool IsLoopbackPeer(const std::string& remote) {
+  auto ip = http::ParseIpLiteral(remote);
+  return ip && http::AddressPolicy().Refusal(*ip) == "loopback";
+}
+}  // namespace
+
+http::Handler Guarded(const ApiContext& ctx, Access access, http::Handler handler) {
+  if (access == Access::kPublic) return handler;
+  return [c = &ctx, access, handler = std::move(handler)](const http::Request& r,
+                                                          const http::PathParams& p) {
+    if (access == Access::kOperator && IsLoopbackPeer(r.remote)) return handler(r, p);
+    static const ApiKeys kNoKeys;
+    auto caller = (c->keys ? *c->keys : kNoKeys).Authenticate(r);
+    if (!caller.ok()) {
+      http::Response denied = ErrorResponse(caller.status());
+      denied.headers.emplace_back("WWW-Authenticate", "Bearer");
+      return denied;
+    }
+    if ((access == Access::kAdmin || access == Access::kOperator) && !caller->admin) {
+      return ErrorResponse(absl::PermissionDeniedError("this route needs an admin key"));
+    }
+    return handler(r, p);
+  };
 }
 
 std::string BaseUrl(const http::Request& req) {

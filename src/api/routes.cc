@@ -14,26 +14,36 @@ void AddWorkerRoutes(http::Router& router, const ApiContext& ctx) {
   using R = http::Request;
   router.Add("GET", "/healthz", [c](const R& r, const P&) { return HandleHealthz(*c, r); });
   router.Add("GET", "/readyz", [c](const R& r, const P&) { return HandleReadyz(*c, r); });
-  router.Add("GET", "/metrics", [c](const R& r, const P&) { return HandleMetrics(*c, r); });
+  router.Add("GET", "/metrics", Guarded(ctx, Access::kOperator, [c](const R& r, const P&) {
+               return HandleMetrics(*c, r);
+             }));
 }
 
 void AddRoutes(http::Router& router, const ApiContext& ctx) {
   const ApiContext* c = &ctx;
   using P = http::PathParams;
   using R = http::Request;
+  const auto user = [&ctx](http::Handler h) { return Guarded(ctx, Access::kUser, std::move(h)); };
+  const auto operator_only = [&ctx](http::Handler h) {
+    return Guarded(ctx, Access::kOperator, std::move(h));
+  };
   // Parses at most 1 MiB of JSON, then defers to the scheduler: safe on the I/O thread.
-  router.Add(
-      "POST", "/v1/images/generations",
-      [c](const R& r, const P&) { return HandleImageGenerations(*c, r); }, /*runs_inline=*/true);
+  router.Add("POST", "/v1/images/generations",
+             user([c](const R& r, const P&) { return HandleImageGenerations(*c, r); }),
+             /*runs_inline=*/true);
   router.Add("POST", "/v1/images/edits",
-             [c](const R& r, const P&) { return HandleImageEdits(*c, r); });
-  router.Add("GET", "/v1/models", [c](const R& r, const P&) { return HandleListModels(*c, r); });
+             user([c](const R& r, const P&) { return HandleImageEdits(*c, r); }));
+  router.Add("GET", "/v1/models",
+             user([c](const R& r, const P&) { return HandleListModels(*c, r); }));
   router.Add("GET", "/v1/models/{id}",
-             [c](const R&, const P& p) { return HandleGetModel(*c, p.at("id")); });
+             user([c](const R&, const P& p) { return HandleGetModel(*c, p.at("id")); }));
+  // Probes, the page and the API description are public; the operator's routes need an admin.
   router.Add("GET", "/healthz", [c](const R& r, const P&) { return HandleHealthz(*c, r); });
   router.Add("GET", "/readyz", [c](const R& r, const P&) { return HandleReadyz(*c, r); });
-  router.Add("GET", "/v1/autoscale", [c](const R& r, const P&) { return HandleAutoscale(*c, r); });
-  router.Add("GET", "/metrics", [c](const R& r, const P&) { return HandleMetrics(*c, r); });
+  router.Add("GET", "/v1/autoscale",
+             operator_only([c](const R& r, const P&) { return HandleAutoscale(*c, r); }));
+  router.Add("GET", "/metrics",
+             operator_only([c](const R& r, const P&) { return HandleMetrics(*c, r); }));
   router.Add("GET", "/", [c](const R& r, const P&) { return HandleUi(*c, r, "index.html"); });
   // The OpenAPI 3.1 description of every route here (web/openapi.json, embedded).
   router.Add("GET", "/openapi.json",
@@ -42,21 +52,23 @@ void AddRoutes(http::Router& router, const ApiContext& ctx) {
              [c](const R& r, const P& p) { return HandleUi(*c, r, p.at("file")); });
   AddA1111Routes(router, ctx);
   if (!ctx.jobs) return;
-  router.Add("POST", "/v1/jobs", [c](const R& r, const P&) { return HandleCreateJob(*c, r); });
-  router.Add("GET", "/v1/jobs", [c](const R& r, const P&) { return HandleListJobs(*c, r); });
+  router.Add("POST", "/v1/jobs",
+             user([c](const R& r, const P&) { return HandleCreateJob(*c, r); }));
+  router.Add("GET", "/v1/jobs", user([c](const R& r, const P&) { return HandleListJobs(*c, r); }));
   router.Add("GET", "/v1/jobs/{id}",
-             [c](const R& r, const P& p) { return HandleGetJob(*c, r, p.at("id")); });
+             user([c](const R& r, const P& p) { return HandleGetJob(*c, r, p.at("id")); }));
   router.Add("DELETE", "/v1/jobs/{id}",
-             [c](const R& r, const P& p) { return HandleCancelJob(*c, r, p.at("id")); });
+             user([c](const R& r, const P& p) { return HandleCancelJob(*c, r, p.at("id")); }));
   router.Add("GET", "/v1/jobs/{id}/events",
-             [c](const R& r, const P& p) { return HandleJobEvents(*c, r, p.at("id")); });
-  router.Add("POST", "/v1/batches", [c](const R& r, const P&) { return HandleCreateBatch(*c, r); });
+             user([c](const R& r, const P& p) { return HandleJobEvents(*c, r, p.at("id")); }));
+  router.Add("POST", "/v1/batches",
+             user([c](const R& r, const P&) { return HandleCreateBatch(*c, r); }));
   router.Add("GET", "/v1/batches/{id}",
-             [c](const R& r, const P& p) { return HandleGetBatch(*c, r, p.at("id")); });
+             user([c](const R& r, const P& p) { return HandleGetBatch(*c, r, p.at("id")); }));
   router.Add("GET", "/v1/batches/{id}/results",
-             [c](const R& r, const P& p) { return HandleBatchResults(*c, r, p.at("id")); });
+             user([c](const R& r, const P& p) { return HandleBatchResults(*c, r, p.at("id")); }));
   router.Add("GET", "/v1/files/{key*}",
-             [c](const R& r, const P& p) { return HandleGetFile(*c, r, p.at("key")); });
+             user([c](const R& r, const P& p) { return HandleGetFile(*c, r, p.at("key")); }));
 }
 
 }  // namespace kiln::api

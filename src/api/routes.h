@@ -2,6 +2,7 @@
 #pragma once
 
 #include "absl/synchronization/mutex.h"
+#include "api/api_keys.h"
 #include "engine/model_repository.h"
 #include "http/address_policy.h"
 #include "http/router.h"
@@ -55,6 +56,7 @@ struct ApiContext {
   obs::Tracer* tracer = nullptr;               // null or disabled: no spans
   scale::AutoscalePolicy autoscale;            // GET /v1/autoscale
   const Dependencies* dependencies = nullptr;  // null: only the models decide readiness
+  const ApiKeys* keys = nullptr;               // null or disabled: no authentication
   size_t max_json_bytes = 1 << 20;             // /v1/images/generations bodies
   size_t max_multipart_bytes = 24 << 20;       // /v1/images/edits and /v1/jobs bodies
   size_t max_batch_bytes = 16 << 20;           // /v1/batches bodies

@@ -38,6 +38,8 @@ struct ServeOptions {
   int autoscale_min_replicas = 0;
   int autoscale_max_replicas = 16;
   std::string webhook_secret;  // default: $KILN_WEBHOOK_SECRET, else generated into --data
+  std::string api_keys;        // YAML file of API keys (read again on SIGHUP); else $KILN_API_KEYS
+  bool insecure_no_auth = false;  // serve the API beyond loopback without API keys
   // CIDR blocks webhooks may reach although they are loopback, private, link-local, ...
   std::vector<std::string> webhook_allow;
   std::string web_dir;        // empty: the UI files embedded in the binary

@@ -70,6 +70,11 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(0, 100000));
     cmd->add_option("--webhook-secret", serve.webhook_secret,
                     "HMAC key for webhook signatures (default $KILN_WEBHOOK_SECRET)");
+    cmd->add_option("--api-keys", serve.api_keys,
+                    "YAML file of API keys (tenant, role), read again on SIGHUP "
+                    "(default $KILN_API_KEYS, the same YAML)");
+    cmd->add_flag("--insecure-no-auth", serve.insecure_no_auth,
+                  "Serve the API on a non-loopback address without API keys");
     cmd->add_option("--webhook-allow", serve.webhook_allow,
                     "CIDR blocks webhooks may reach although loopback, private or link-local "
                     "(e.g. 10.0.0.0/8,127.0.0.1/32); others are refused")

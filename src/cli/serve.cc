@@ -21,6 +21,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/synchronization/mutex.h"
+#include "api/api_keys.h"
 #include "api/handlers.h"
 #include "api/routes.h"
 #include "cli/commands.h"
@@ -29,6 +30,7 @@
 #include "core/strings.h"
 #include "engine/image_codec.h"
 #include "engine/model_repository.h"
+#include "http/address_policy.h"
 #include "http/client.h"
 #include "http/server.h"
 #include "queue/job_queue.h"
@@ -119,6 +121,14 @@ bool WorkerIdle(const sched::Scheduler& scheduler, queue::JobQueue& queue) {
   return true;
 }
 
+// Whether `host` (the --host to listen on) is a loopback address or name.
+bool IsLoopbackHost(const std::string& host) {
+  if (host == "localhost") return true;
+  auto ip = http::ParseIpLiteral(host);
+  if (!ip) return false;
+  return http::AddressPolicy().Refusal(*ip) == "loopback";
+}
+
 std::string DefaultWorkerId() {
   char host[256] = {0};
   if (::gethostname(host, sizeof(host) - 1) != 0 || host[0] == 0) std::strcpy(host, "kiln");
@@ -188,7 +198,11 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o,
         set_int(o.idle_spin_us);
       else if (key == "log_level")
         set_str(o.log_level);
-      else if (key == "preemption_url")
+      else if (key == "api_keys")
+        set_str(o.api_keys);
+      else if (key == "insecure_no_auth") {
+        if (!given(key)) o.insecure_no_auth = kv.second.as<bool>();
+      } else if (key == "preemption_url")
         set_str(o.preemption_url);
       else if (key == "preemption_grace_seconds")
         set_int(o.preemption_grace_seconds);
@@ -281,6 +295,25 @@ int RunServe(ServeOptions o) {
       log::Error("bad --preemption-url", {{"error", Message(s)}});
       return 2;
     }
+  }
+  // Who may call: API keys, or nobody beyond this machine unless the operator says so.
+  auto keys = api::ApiKeys::Load(o.api_keys);
+  if (!keys.ok()) {
+    log::Error("cannot read the API keys", {{"error", Message(keys.status())}});
+    return 2;
+  }
+  if ((*keys)->enabled()) {
+    log::Info("API keys loaded", {{"keys", (*keys)->size()}});
+  } else if (!worker && !IsLoopbackHost(o.host)) {
+    if (!o.insecure_no_auth) {
+      log::Error(
+          "without API keys Kiln serves only loopback: give --api-keys FILE (or $KILN_API_KEYS), "
+          "or --insecure-no-auth to let anyone who reaches this address use it",
+          {{"host", o.host}});
+      return 2;
+    }
+    log::Warn("serving without authentication beyond loopback (--insecure-no-auth)",
+              {{"host", o.host}});
   }
   // LibTorch from Debian starts with one intra-op thread; 0 means use every core.
   at::set_num_threads(o.threads > 0
@@ -443,6 +476,7 @@ int RunServe(ServeOptions o) {
   context.events = &events;
   context.web_dir = o.web_dir;
   context.webhook_policy = *webhook_policy;
+  context.keys = keys->get();
   context.dependencies = &dependencies;
   context.autoscale = {o.autoscale_target_seconds, o.autoscale_min_replicas,
                        o.autoscale_max_replicas};
@@ -461,7 +495,10 @@ int RunServe(ServeOptions o) {
   }
   // The config file is the whole truth: tenants it no longer lists go back to weight 1.
   std::map<std::string, double> weights;
-  for (const auto& [token, weight] : o.tenant_weights) weights[api::TenantOfToken(token)] = weight;
+  // With API keys, tenants have names; without, a tenant is a hash of its bearer token.
+  for (const auto& [token, weight] : o.tenant_weights) {
+    weights[(*keys)->enabled() ? token : api::TenantOfToken(token)] = weight;
+  }
   if (absl::Status s = scheduler.SetTenantWeights(weights); !s.ok()) {
     log::Error("cannot set the tenant weights", {{"error", Message(s)}});
     return 1;
@@ -490,6 +527,7 @@ int RunServe(ServeOptions o) {
   // that comes right after it waits for io.run() instead of killing the process.
   boost::asio::io_context io;
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  boost::asio::signal_set hangups(io, SIGHUP);
   log::Info("listening", {{"url", "http://" + o.host + ":" + std::to_string((*server)->port())},
                           {"port", (*server)->port()},
                           {"models", (*models)->entries().size()},
@@ -524,6 +562,7 @@ int RunServe(ServeOptions o) {
     if (!reason.empty()) return;
     reason = std::move(why);
     signals.cancel();
+    hangups.cancel();
     keepalive.cancel();
     idle_timer.cancel();
     retention_timer.cancel();
@@ -531,6 +570,19 @@ int RunServe(ServeOptions o) {
   signals.async_wait([&](const boost::system::error_code& e, int sig) {
     if (!e) stop(StrCat("signal ", sig));
   });
+  // SIGHUP reads the API keys file again; a file that does not parse leaves the keys in use.
+  std::function<void()> on_hangup = [&] {
+    hangups.async_wait([&](const boost::system::error_code& e, int) {
+      if (e || !reason.empty()) return;
+      if (absl::Status s = (*keys)->Reload(); !s.ok()) {
+        log::Error("API keys not reloaded; the previous keys stay", {{"error", Message(s)}});
+      } else if ((*keys)->enabled()) {
+        log::Info("API keys reloaded", {{"keys", (*keys)->size()}});
+      }
+      on_hangup();
+    });
+  };
+  on_hangup();
   std::unique_ptr<sched::PreemptionWatch> preemption;
   if (!o.preemption_url.empty()) {
     sched::PreemptionWatchOptions po;

@@ -58,6 +58,7 @@ struct JobFilter {
   std::optional<JobState> state;
   std::string model;     // empty: any
   std::string batch_id;  // empty: any
+  std::string tenant;    // empty: any (an admin); else only this tenant's jobs
   std::string before;    // cursor: only ids sorted before this one (newest first paging)
   int limit = 20;
 };

@@ -777,7 +777,8 @@ responses = {
                                   "missing, malformed, out of range or unknown (the error's "
                                   "`param` names it), or the HTTP request itself is malformed.",
                    "content": ERR},
-    "Forbidden": {"description": "The result store refused access (S3 credentials).",
+    "Forbidden": {"description": "A user key on an admin route, or the result store refused "
+                                 "access (S3 credentials).",
                   "content": ERR},
     "NotFound": {"description": "Not found (`code` model_not_found for an unknown model).",
                  "content": ERR},
@@ -1148,6 +1149,28 @@ ORDER = ["/v1/images/generations", "/v1/images/edits", "/v1/models", "/v1/models
          "/ui/{file}", "/openapi.json"]
 assert set(ORDER) == set(paths), set(ORDER) ^ set(paths)
 
+# ---- Who may call what (src/api/routes.cc: Guarded) ----------------------------------------
+# With API keys (--api-keys), every route but these needs `Authorization: Bearer KEY` (401
+# without); the operator and admin routes need an admin key (403 for a user key; the operator
+# routes also answer a process on the server's own machine without a key).
+PUBLIC = {("get", "/healthz"), ("get", "/readyz"), ("get", "/"), ("get", "/ui/{file}"),
+          ("get", "/openapi.json")}
+ADMIN = {("get", "/metrics"), ("get", "/v1/autoscale"), ("post", "/sdapi/v1/options")}
+responses["Unauthorized"] = {
+    "description": "No API key, or one this server does not know (only when it has keys).",
+    "headers": {"WWW-Authenticate": {"description": "`Bearer`.", "schema": {"type": "string"}}},
+    "content": ERR}
+for path, item in paths.items():
+    for method, o in item.items():
+        if (method, path) in PUBLIC:
+            o["security"] = []
+            continue
+        o["security"] = [{"bearer": []}]
+        o["responses"]["401"] = rref("Unauthorized")
+        if (method, path) in ADMIN:
+            o["responses"]["403"] = rref("Forbidden")
+        o["responses"] = dict(sorted(o["responses"].items()))
+
 doc = {
     "openapi": "3.1.0",
     "info": {
@@ -1169,7 +1192,10 @@ doc = {
         {"name": "operations", "description": "Health, readiness, autoscaling, metrics, UI."},
     ],
     "paths": {p: paths[p] for p in ORDER},
-    "components": {"schemas": schemas, "responses": responses},
+    "components": {"schemas": schemas, "responses": responses,
+                   "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                  "description": "An API key from --api-keys "
+                                                                 "(docs/operations.md, Security)."}}},
 }
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "web", "openapi.json")

@@ -385,6 +385,7 @@ class AmqpJobQueue final : public JobQueue {
       if (filter.state && job->state != *filter.state) continue;
       if (!filter.model.empty() && job->spec.model != filter.model) continue;
       if (!filter.batch_id.empty() && job->spec.batch_id != filter.batch_id) continue;
+      if (!filter.tenant.empty() && job->spec.tenant != filter.tenant) continue;
       if (static_cast<int>(page.jobs.size()) == filter.limit) {
         page.has_more = true;
         break;

@@ -355,6 +355,7 @@ class SqliteQueue final : public JobQueue {
     if (!f.model.empty()) StrAppend(&sql, " AND model=?2");
     if (!f.batch_id.empty()) StrAppend(&sql, " AND batch_id=?3");
     if (!f.before.empty()) StrAppend(&sql, " AND id<?4");
+    if (!f.tenant.empty()) StrAppend(&sql, " AND tenant=?6");
     StrAppend(&sql, " ORDER BY id DESC LIMIT ?5");
     Stmt s(db_, sql);
     KILN_RETURN_IF_ERROR(s.prepared());
@@ -363,6 +364,7 @@ class SqliteQueue final : public JobQueue {
     if (!f.batch_id.empty()) s.Bind(3, f.batch_id);
     if (!f.before.empty()) s.Bind(4, f.before);
     s.Bind(5, f.limit + 1);
+    if (!f.tenant.empty()) s.Bind(6, f.tenant);
     JobPage page;
     while (true) {
       KILN_ASSIGN_OR_RETURN(bool row, s.Next());

@@ -138,6 +138,12 @@ resources:
     # The value is the replica count the policy asks for (GET /v1/autoscale).
     targetValue: "1"
     activationTargetValue: "0"
+    {{- if .Values.keda.adminKey }}
+    # With API keys, /v1/autoscale needs an admin key (KILN_ADMIN_KEY in the Secret).
+    authModes: bearer
+  authenticationRef:
+    name: {{ include "kiln.fullname" . }}-autoscale
+    {{- end }}
 {{- else if eq .Values.keda.trigger "rabbitmq" }}
 - type: rabbitmq
   authenticationRef:

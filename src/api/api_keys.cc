@@ -1,0 +1,181 @@
+#include "api/api_keys.h"
+
+#include <cctype>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <set>
+#include <sstream>
+
+#include "core/crypto.h"
+#include "core/status_util.h"
+#include "core/strings.h"
+#include "yaml-cpp/yaml.h"
+
+namespace kiln::api {
+namespace {
+
+bool IsTenantName(std::string_view t) {
+  if (t.empty() || t.size() > 64) return false;
+  for (char c : t) {
+    const bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool IsSha256Hex(std::string_view h) {
+  if (h.size() != 64) return false;
+  for (char c : h) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+std::string_view BearerToken(const http::Request& req) {
+  auto auth = req.Header("authorization");
+  if (!auth) return {};
+  std::string_view v = Trim(*auth);
+  if (!StartsWithIgnoreCase(v, "bearer ")) return {};
+  return Trim(v.substr(7));
+}
+
+}  // namespace
+
+std::string TenantOfToken(std::string_view token) {
+  if (token.empty() || token == "anonymous") return "anonymous";
+  // Never the key itself: it would end up in the database and in logs.
+  return "key-" + Sha256Hex(token).substr(0, 16);
+}
+
+absl::StatusOr<std::vector<ApiKey>> ParseApiKeys(std::string_view yaml, std::string_view source) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(yaml));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(StrCat(source, ": ", e.what()));
+  }
+  if (!root.IsMap() || !root["keys"] || !root["keys"].IsSequence()) {
+    return absl::InvalidArgumentError(StrCat(source, ": must be a map with a list 'keys'"));
+  }
+  for (const auto& kv : root) {
+    if (kv.first.as<std::string>() != "keys") {
+      return absl::InvalidArgumentError(
+          StrCat(source, ": unknown key '", kv.first.as<std::string>(), "'"));
+    }
+  }
+  std::vector<ApiKey> keys;
+  std::set<std::string> seen;
+  int index = 0;
+  for (const auto& entry : root["keys"]) {
+    const std::string where = StrCat(source, ": keys[", index++, "]");
+    if (!entry.IsMap()) return absl::InvalidArgumentError(StrCat(where, ": must be a map"));
+    ApiKey key;
+    try {
+      for (const auto& kv : entry) {
+        const std::string name = kv.first.as<std::string>();
+        if (name == "key") {
+          const std::string secret = kv.second.as<std::string>();
+          if (secret.size() < 16 || secret.size() > 256) {
+            return absl::InvalidArgumentError(StrCat(where, ": 'key' must be 16..256 characters"));
+          }
+          key.sha256 = Sha256Hex(secret);
+        } else if (name == "key_sha256") {
+          key.sha256 = ToLowerAscii(kv.second.as<std::string>());
+          if (!IsSha256Hex(key.sha256)) {
+            return absl::InvalidArgumentError(
+                StrCat(where, ": 'key_sha256' must be 64 hex digits (sha256sum of the key)"));
+          }
+        } else if (name == "tenant") {
+          key.tenant = kv.second.as<std::string>();
+        } else if (name == "role") {
+          const std::string role = kv.second.as<std::string>();
+          if (role != "user" && role != "admin") {
+            return absl::InvalidArgumentError(StrCat(where, ": 'role' must be user or admin"));
+          }
+          key.admin = role == "admin";
+        } else if (name == "limits") {
+          return absl::InvalidArgumentError(
+              StrCat(where,
+                     ": 'limits' are not enforced yet by this version of Kiln; remove them "
+                     "rather than rely on them"));
+        } else {
+          return absl::InvalidArgumentError(StrCat(where, ": unknown key '", name, "'"));
+        }
+      }
+    } catch (const YAML::Exception& e) {
+      return absl::InvalidArgumentError(StrCat(where, ": ", e.what()));
+    }
+    if (key.sha256.empty()) {
+      return absl::InvalidArgumentError(StrCat(where, ": needs 'key' or 'key_sha256'"));
+    }
+    if (!IsTenantName(key.tenant)) {
+      return absl::InvalidArgumentError(
+          StrCat(where, ": 'tenant' must be 1..64 letters, digits, '.', '_' or '-'"));
+    }
+    if (!seen.insert(key.sha256).second) {
+      return absl::InvalidArgumentError(StrCat(where, ": the same key is listed twice"));
+    }
+    keys.push_back(std::move(key));
+  }
+  return keys;
+}
+
+absl::StatusOr<std::unique_ptr<ApiKeys>> ApiKeys::Load(const std::string& path) {
+  auto keys = std::make_unique<ApiKeys>();
+  if (!path.empty()) {
+    keys->path_ = path;
+    keys->enabled_ = true;
+    KILN_RETURN_IF_ERROR(keys->Reload());
+    return keys;
+  }
+  if (const char* env = std::getenv("KILN_API_KEYS"); env && *env) {
+    KILN_ASSIGN_OR_RETURN(std::vector<ApiKey> parsed, ParseApiKeys(env, "$KILN_API_KEYS"));
+    keys->enabled_ = true;
+    keys->Set(std::move(parsed));
+  }
+  return keys;
+}
+
+absl::Status ApiKeys::Reload() {
+  if (path_.empty()) return absl::OkStatus();
+  std::ifstream in(path_);
+  if (!in) return absl::NotFoundError(StrCat(path_, ": cannot be read"));
+  std::ostringstream text;
+  text << in.rdbuf();
+  KILN_ASSIGN_OR_RETURN(std::vector<ApiKey> parsed, ParseApiKeys(text.str(), path_));
+  Set(std::move(parsed));
+  return absl::OkStatus();
+}
+
+void ApiKeys::Set(std::vector<ApiKey> keys) {
+  std::unordered_map<std::string, ApiKey> by_hash;
+  for (ApiKey& k : keys) {
+    std::string hash = k.sha256;
+    by_hash.emplace(std::move(hash), std::move(k));
+  }
+  absl::MutexLock lock(&mu_);
+  by_hash_ = std::move(by_hash);
+}
+
+size_t ApiKeys::size() const {
+  absl::MutexLock lock(&mu_);
+  return by_hash_.size();
+}
+
+absl::StatusOr<Caller> ApiKeys::Authenticate(const http::Request& request) const {
+  const std::string_view token = BearerToken(request);
+  if (!enabled_) return Caller{TenantOfToken(token), /*admin=*/true};
+  if (token.empty()) {
+    return absl::UnauthenticatedError(
+        "this server needs an API key: send 'Authorization: Bearer <key>'");
+  }
+  // Looked up by hash: the key itself is never compared byte by byte, or kept.
+  const std::string hash = Sha256Hex(token);
+  absl::MutexLock lock(&mu_);
+  auto it = by_hash_.find(hash);
+  if (it == by_hash_.end()) return absl::UnauthenticatedError("the API key is not valid");
+  return Caller{it->second.tenant, it->second.admin};
+}
+
+}  // namespace kiln::api

@@ -1,0 +1,63 @@
+// The API keys file: what is accepted, what is refused (with where), and who a request is.
+#include "api/api_keys.h"
+
+#include "core/crypto.h"
+#include "gtest/gtest.h"
+
+namespace kiln::api {
+namespace {
+
+TEST(ApiKeys, ParsesKeysAndHashesAndRefusesWhatItCannotHonour) {
+  auto keys = ParseApiKeys(
+      "keys:\n"
+      "  - {key: \"sk-0123456789abcdef\", tenant: team-a}\n"
+      "  - {key_sha256: \"" +
+          Sha256Hex("admin-0123456789ab") + "\", tenant: ops, role: admin}\n",
+      "keys.yaml");
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  ASSERT_EQ(keys->size(), 2u);
+  EXPECT_EQ((*keys)[0].sha256, Sha256Hex("sk-0123456789abcdef"));
+  EXPECT_FALSE((*keys)[0].admin);
+  EXPECT_TRUE((*keys)[1].admin);
+
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"keys: [{key: short, tenant: a}]", "16..256"},
+      {"keys: [{key: \"sk-0123456789abcdef\", tenant: \"a b\"}]", "'tenant'"},
+      {"keys: [{key: \"sk-0123456789abcdef\"}]", "'tenant'"},
+      {"keys: [{tenant: a}]", "needs 'key'"},
+      {"keys: [{key_sha256: abc, tenant: a}]", "64 hex"},
+      {"keys: [{key: \"sk-0123456789abcdef\", tenant: a, role: root}]", "'role'"},
+      {"keys: [{key: \"sk-0123456789abcdef\", tenant: a, limits: {requests_per_minute: 5}}]",
+       "not enforced"},
+      {"keys: [{key: \"sk-0123456789abcdef\", tenant: a, colour: red}]", "unknown key"},
+      {"keys:\n  - {key: \"sk-0123456789abcdef\", tenant: a}\n"
+       "  - {key: \"sk-0123456789abcdef\", tenant: b}\n",
+       "twice"},
+      {"users: []", "'keys'"},
+      {"keys: [1]", "must be a map"},
+      {"keys: [{key: [", "keys.yaml"},
+  };
+  for (const auto& [yaml, want] : bad) {
+    auto r = ParseApiKeys(yaml, "keys.yaml");
+    ASSERT_FALSE(r.ok()) << yaml;
+    EXPECT_NE(r.status().message().find(want), std::string::npos) << yaml << ": " << r.status();
+    EXPECT_NE(r.status().message().find("keys.yaml"), std::string::npos) << r.status();
+  }
+}
+
+TEST(ApiKeys, WithoutKeysEveryCallerIsAnAdminNamedByItsTokenHash) {
+  const ApiKeys none;
+  http::Request req;
+  auto anonymous = none.Authenticate(req);
+  ASSERT_TRUE(anonymous.ok());
+  EXPECT_EQ(anonymous->tenant, "anonymous");
+  EXPECT_TRUE(anonymous->admin);
+  req.headers["authorization"] = "Bearer some-token";
+  auto named = none.Authenticate(req);
+  ASSERT_TRUE(named.ok());
+  EXPECT_EQ(named->tenant, TenantOfToken("some-token"));
+  EXPECT_EQ(named->tenant.find("some-token"), std::string::npos);  // never the token itself
+}
+
+}  // namespace
+}  // namespace kiln::api
