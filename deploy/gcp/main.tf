@@ -67,6 +67,7 @@ resource "google_compute_instance_template" "kiln" {
       queue_secret      = var.queue_secret
       store_url         = var.store_url
       store_hmac_secret = var.store_hmac_secret
+      api_keys_secret   = var.api_keys_secret
       grace_seconds     = var.grace_seconds
       gateway_port      = local.gateway_port
       worker_port       = local.worker_port

@@ -64,6 +64,11 @@ variable "store_hmac_secret" {
   type        = string
 }
 
+variable "api_keys_secret" {
+  description = "Secret Manager secret (name) holding the API keys YAML (docs/operations.md, Security); written to /etc/kiln/api-keys.yaml."
+  type        = string
+}
+
 variable "grace_seconds" {
   description = "Seconds a stopping worker keeps running jobs before it checkpoints the rest. Spot VMs get 30 s in all."
   type        = number
