@@ -33,7 +33,9 @@ struct ServeOptions {
   int grace_seconds = 30;
   int max_queued_jobs = 10000;
   int max_queued_sync = 64;
-  int idle_spin_us = 200;  // an idle replica polls its queue this long before sleeping
+  int idle_spin_us = 200;         // an idle replica polls its queue this long before sleeping
+  int read_timeout_seconds = 60;  // to receive one whole request head, and then its body
+  int idle_timeout_seconds = 75;  // a keep-alive connection between requests
   double autoscale_target_seconds = 60;  // backlog one replica may carry (GET /v1/autoscale)
   int autoscale_min_replicas = 0;
   int autoscale_max_replicas = 16;

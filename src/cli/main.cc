@@ -65,6 +65,13 @@ int main(int argc, char** argv) {
     cmd->add_option("--max-queued-sync", serve.max_queued_sync,
                     "Waiting sync requests per model before 429")
         ->check(CLI::Range(1, 100000));
+    cmd->add_option("--read-timeout-seconds", serve.read_timeout_seconds,
+                    "A request's head, and then its body, must arrive within this (slow clients "
+                    "are cut off)")
+        ->check(CLI::Range(1, 3600));
+    cmd->add_option("--idle-timeout-seconds", serve.idle_timeout_seconds,
+                    "A keep-alive connection without a request is closed after this")
+        ->check(CLI::Range(1, 3600));
     cmd->add_option("--idle-spin-us", serve.idle_spin_us,
                     "An idle replica polls for work this long before it sleeps (0 = never)")
         ->check(CLI::Range(0, 100000));

@@ -196,6 +196,10 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o,
         set_int(o.max_queued_sync);
       else if (key == "idle_spin_us")
         set_int(o.idle_spin_us);
+      else if (key == "read_timeout_seconds")
+        set_int(o.read_timeout_seconds);
+      else if (key == "idle_timeout_seconds")
+        set_int(o.idle_timeout_seconds);
       else if (key == "log_level")
         set_str(o.log_level);
       else if (key == "api_keys")
@@ -255,6 +259,8 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o,
       {"max_queued_jobs", o.max_queued_jobs, 1, 10000000},
       {"max_queued_sync", o.max_queued_sync, 1, 100000},
       {"idle_spin_us", o.idle_spin_us, 0, 100000},
+      {"read_timeout_seconds", o.read_timeout_seconds, 1, 3600},
+      {"idle_timeout_seconds", o.idle_timeout_seconds, 1, 3600},
       {"preemption_grace_seconds", o.preemption_grace_seconds, 0, 3600},
       {"exit_when_idle", o.exit_when_idle, 0, 86400},
       {"max_concurrent_decodes", o.max_concurrent_decodes, 1, 64}};
@@ -350,6 +356,8 @@ int RunServe(ServeOptions o) {
   http::ServerOptions options;
   options.host = o.host;
   options.port = static_cast<uint16_t>(o.port);
+  options.read_timeout = std::chrono::seconds(o.read_timeout_seconds);
+  options.idle_timeout = std::chrono::seconds(o.idle_timeout_seconds);
   options.observer = api::HttpObserver(metrics, tracer);
   auto server = http::Server::Listen(options, router);
   if (!server.ok()) {

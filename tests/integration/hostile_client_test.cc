@@ -294,6 +294,78 @@ TEST(HostileClient, OutOfDescriptorsShedsConnectionsWithoutSpinning) {
   EXPECT_EQ(CountOccurrences(server.log(), "accept failed"), 0);
 }
 
+// ---- Slow clients and idle crowds ---------------------------------------------------------
+
+// Writes `lead`, then one more byte every 100 ms (a slowloris client), until the server closes
+// the connection or `guard` passes. Returns whether the server closed it.
+bool ServerCutsOffTrickle(int port, const std::string& lead, std::chrono::seconds guard) {
+  const int fd = Connect(port);
+  if (fd < 0) return false;
+  SendAll(fd, lead);
+  const auto deadline = std::chrono::steady_clock::now() + guard;
+  bool closed = false;
+  while (!closed && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    // Readable: a 408 or a bare close, either way the server gave up on this client (it has
+    // no whole request to answer otherwise).
+    if (::poll(&p, 1, 100) == 1) closed = true;
+    if (::send(fd, "x", 1, MSG_NOSIGNAL) != 1) closed = true;
+  }
+  ::close(fd);
+  return closed;
+}
+
+TEST(HostileClient, SlowHeadersAndSlowBodiesAreCutOff) {
+  ServerProcess server({"--models", TestModelsDir(), "--read-timeout-seconds", "1"});
+  ASSERT_TRUE(server.started()) << server.log();
+  const int port = PortOf(server);
+  // Trickling header bytes does not extend the time a request head has.
+  EXPECT_TRUE(ServerCutsOffTrickle(port, "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Slow: ", 30s));
+  // Nor does trickling a body.
+  EXPECT_TRUE(ServerCutsOffTrickle(port,
+                                   "POST /v1/images/generations HTTP/1.1\r\nHost: a\r\n"
+                                   "Content-Type: application/json\r\nContent-Length: 100000\r\n"
+                                   "\r\n{\"prompt\": \"",
+                                   30s));
+  EXPECT_TRUE(Healthy(server));
+}
+
+TEST(HostileClient, TenThousandIdleConnectionsDoNotStopOthers) {
+  constexpr int kIdle = 10000;
+  rlimit own{};
+  getrlimit(RLIMIT_NOFILE, &own);
+  ASSERT_GE(own.rlim_max, static_cast<rlim_t>(kIdle + 500))
+      << "this test needs an open-file hard limit over " << kIdle + 500;
+  own.rlim_cur = own.rlim_max;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &own), 0);
+  ServerProcess server({"--models", TestModelsDir()});
+  ASSERT_TRUE(server.started()) << server.log();
+  const int port = PortOf(server);
+  std::vector<int> idle;
+  idle.reserve(kIdle);
+  for (int i = 0; i < kIdle; ++i) {
+    const int fd = Connect(port);
+    if (fd < 0) break;
+    idle.push_back(fd);
+  }
+  EXPECT_EQ(static_cast<int>(idle.size()), kIdle);
+  // Every one of them is held open by the server (none was shed), and others are still served.
+  EXPECT_TRUE(WaitUntil(30s, [&] { return Healthy(server); })) << server.log().substr(0, 2000);
+  HttpResult generated = HttpPost(
+      server.url() + "/v1/images/generations",
+      R"({"prompt": "a red circle", "model": "test-pixel", "steps": 2})", "application/json");
+  EXPECT_EQ(generated.status, 200) << generated.body;
+  int shed = 0;
+  for (int fd : idle) {
+    char c;
+    if (::recv(fd, &c, 1, MSG_DONTWAIT) == 0) ++shed;
+  }
+  EXPECT_EQ(shed, 0);
+  EXPECT_EQ(CountOccurrences(server.log(), "out of file descriptors"), 0);
+  for (int fd : idle) ::close(fd);
+  EXPECT_TRUE(Healthy(server));
+}
+
 // ---- 5. Clients that leave ---------------------------------------------------------------
 
 double MetricValue(const std::string& metrics, const std::string& series) {
