@@ -173,14 +173,26 @@ http::Response HandleGetFile(const ApiContext& ctx, const http::Request& req,
     return ErrorResponse(WithField(absl::NotFoundError(StrCat("no file '", key, "'")), "key"));
   };
   if (!(key.rfind("jobs/", 0) == 0 || key.rfind("images/", 0) == 0)) return no_file();
-  // Another tenant's files are "no file", exactly as missing ones.
-  const Caller caller = CallerOf(ctx, req);
-  if (key.rfind("jobs/", 0) == 0 && !caller.admin) {
-    const std::string id = key.substr(5, key.find('/', 5) - 5);
-    auto job = ctx.queue->Get(id);
-    if (!job.ok() || !CanSee(caller, job->spec.tenant)) return no_file();
+  if (auto s = CheckQuery(req, {"expires", "signature"}); !s.ok()) return ErrorResponse(s);
+  const auto expires = req.query.find("expires");
+  const auto signature = req.query.find("signature");
+  if (expires != req.query.end() || signature != req.query.end()) {
+    // A signed URL Kiln handed out: it grants this key until it expires, without an API key.
+    absl::Status granted = ctx.file_urls.Verify(
+        key, expires == req.query.end() ? "" : expires->second,
+        signature == req.query.end() ? "" : signature->second, UnixMillis() / 1000);
+    if (!granted.ok()) return ErrorResponse(granted);
+  } else {
+    auto caller = Authenticate(ctx, req);
+    if (!caller.ok()) return Unauthorized(caller.status());
+    // Another tenant's files are "no file", exactly as missing ones.
+    if (key.rfind("jobs/", 0) == 0 && !caller->admin) {
+      const std::string id = key.substr(5, key.find('/', 5) - 5);
+      auto job = ctx.queue->Get(id);
+      if (!job.ok() || !CanSee(*caller, job->spec.tenant)) return no_file();
+    }
+    if (key.rfind("images/", 0) == 0 && !MayReadImage(*caller, key)) return no_file();
   }
-  if (key.rfind("images/", 0) == 0 && !MayReadImage(caller, key)) return no_file();
   auto bytes = ctx.store->Get(key);
   if (!bytes.ok()) {
     if (absl::IsNotFound(bytes.status())) {

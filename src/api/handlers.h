@@ -59,6 +59,10 @@ absl::Status CheckBody(const http::Request& req,
                        std::initializer_list<std::string_view> media_types, size_t limit);
 // The parts of a multipart/form-data body (the boundary from its Content-Type).
 absl::StatusOr<std::vector<http::FormPart>> FormParts(const http::Request& req);
+// The caller of `req` (ApiKeys::Authenticate, or an admin when the server has no keys).
+absl::StatusOr<Caller> Authenticate(const ApiContext& ctx, const http::Request& req);
+// The 401 for a failed Authenticate, with `WWW-Authenticate: Bearer`.
+http::Response Unauthorized(const absl::Status& status);
 // Who is calling (the routes let a request through only once it authenticated): with API keys,
 // the key's tenant and role; without, an admin whose tenant is a hash of its bearer token.
 Caller CallerOf(const ApiContext& ctx, const http::Request& req);

@@ -47,7 +47,8 @@ http::Response ImagesResponse(const ApiContext& ctx, const ImageRequest& request
         log::Error("storing an image failed", {{"key", key}, {"error", s.ToString()}});
         return ErrorResponse(Annotate(s, "storing the image"));
       }
-      entry["url"] = StrCat(base_url, "/v1/files/", key);
+      entry["url"] =
+          StrCat(base_url, "/v1/files/", key, ctx.file_urls.Query(key, UnixMillis() / 1000));
     } else {
       entry["b64_json"] = Base64Encode(*png);
     }

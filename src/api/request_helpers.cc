@@ -34,9 +34,19 @@ absl::Status CheckBody(const http::Request& req,
   return absl::OkStatus();
 }
 
-Caller CallerOf(const ApiContext& ctx, const http::Request& req) {
+absl::StatusOr<Caller> Authenticate(const ApiContext& ctx, const http::Request& req) {
   static const ApiKeys kNoKeys;
-  auto caller = (ctx.keys ? *ctx.keys : kNoKeys).Authenticate(req);
+  return (ctx.keys ? *ctx.keys : kNoKeys).Authenticate(req);
+}
+
+http::Response Unauthorized(const absl::Status& status) {
+  http::Response denied = ErrorResponse(status);
+  denied.headers.emplace_back("WWW-Authenticate", "Bearer");
+  return denied;
+}
+
+Caller CallerOf(const ApiContext& ctx, const http::Request& req) {
+  auto caller = Authenticate(ctx, req);
   // The routes authenticate before any handler runs; a key removed by a reload in between
   // leaves the request with no tenant's rights.
   return caller.ok() ? *caller : Caller{"", false};
@@ -76,13 +86,8 @@ http::Handler Guarded(const ApiContext& ctx, Access access, http::Handler handle
   return [c = &ctx, access, handler = std::move(handler)](const http::Request& r,
                                                           const http::PathParams& p) {
     if (access == Access::kOperator && IsLoopbackPeer(r.remote)) return handler(r, p);
-    static const ApiKeys kNoKeys;
-    auto caller = (c->keys ? *c->keys : kNoKeys).Authenticate(r);
-    if (!caller.ok()) {
-      http::Response denied = ErrorResponse(caller.status());
-      denied.headers.emplace_back("WWW-Authenticate", "Bearer");
-      return denied;
-    }
+    auto caller = Authenticate(*c, r);
+    if (!caller.ok()) return Unauthorized(caller.status());
     if ((access == Access::kAdmin || access == Access::kOperator) && !caller->admin) {
       return ErrorResponse(absl::PermissionDeniedError("this route needs an admin key"));
     }

@@ -67,8 +67,9 @@ void AddRoutes(http::Router& router, const ApiContext& ctx) {
              user([c](const R& r, const P& p) { return HandleGetBatch(*c, r, p.at("id")); }));
   router.Add("GET", "/v1/batches/{id}/results",
              user([c](const R& r, const P& p) { return HandleBatchResults(*c, r, p.at("id")); }));
+  // A key, or a signed URL (which a browser's <img> can load): HandleGetFile checks which.
   router.Add("GET", "/v1/files/{key*}",
-             user([c](const R& r, const P& p) { return HandleGetFile(*c, r, p.at("key")); }));
+             [c](const R& r, const P& p) { return HandleGetFile(*c, r, p.at("key")); });
 }
 
 }  // namespace kiln::api

@@ -28,6 +28,7 @@
 #include "core/crypto.h"
 #include "core/logging.h"
 #include "core/strings.h"
+#include "core/url_signer.h"
 #include "engine/image_codec.h"
 #include "engine/model_repository.h"
 #include "http/address_policy.h"
@@ -457,7 +458,13 @@ int RunServe(ServeOptions o) {
   sched::WebhookSender webhooks(wo, [q](const std::string& id, const nlohmann::json& status) {
     (void)q->SetWebhookStatus(id, status.dump());
   });
+  // With API keys, the result URLs handed out are signed for a day, so that a browser can
+  // load them without the key (the HMAC key comes from the webhook key: share it between
+  // gateways).
+  UrlSigner file_urls;
+  if ((*keys)->enabled()) file_urls = UrlSigner(HmacSha256(*secret, "kiln file urls"), 24 * 3600);
   sched::JobServiceOptions jo;
+  jo.file_urls = file_urls;
   jo.max_attempts = o.max_attempts;
   jo.tracer = &tracer;
   jo.worker_id = worker_id;
@@ -485,6 +492,7 @@ int RunServe(ServeOptions o) {
   context.web_dir = o.web_dir;
   context.webhook_policy = *webhook_policy;
   context.keys = keys->get();
+  context.file_urls = file_urls;
   context.dependencies = &dependencies;
   context.autoscale = {o.autoscale_target_seconds, o.autoscale_min_replicas,
                        o.autoscale_max_replicas};

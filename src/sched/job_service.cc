@@ -365,7 +365,8 @@ nlohmann::json JobService::JobJson(const queue::Job& job, const std::string& bas
   if (!job.spec.batch_id.empty()) j["batch_id"] = job.spec.batch_id;
   nlohmann::json data = nlohmann::json::array();
   for (const std::string& key : job.result_keys) {
-    data.push_back({{"url", StrCat(base_url, "/v1/files/", key)}});
+    data.push_back({{"url", StrCat(base_url, "/v1/files/", key,
+                                   options_.file_urls.Query(key, UnixMillis() / 1000))}});
   }
   j["data"] = data;
   j["error"] = job.error.empty() || job.state == queue::JobState::kSucceeded

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/url_signer.h"
 #include "engine/model_repository.h"
 #include "nlohmann/json.hpp"
 #include "obs/tracer.h"
@@ -42,6 +43,7 @@ struct JobServiceOptions {
   std::string worker_id = "embedded";  // also names this process as the origin of its events
   int max_attempts = 3;
   std::string public_base_url;    // prefix of result URLs in webhooks ("" = relative)
+  UrlSigner file_urls;            // signs result URLs (with API keys on); off: plain URLs
   obs::Tracer* tracer = nullptr;  // optional: spans for result encoding and store writes
 };
 

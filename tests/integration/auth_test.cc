@@ -20,6 +20,16 @@ constexpr char kAlice[] = "alice-key-0123456789";
 constexpr char kBob[] = "bob-key-0123456789ab";
 constexpr char kAdmin[] = "admin-key-0123456789";
 constexpr char kCarol[] = "carol-key-0123456789";
+constexpr char kSecret[] = "auth-test-webhook-secret";
+
+// The path of a file URL without its query (the signature), and the query alone.
+std::string PathOf(const std::string& url) {
+  const std::string path = url.substr(url.find("/v1/files/"));
+  return path.substr(0, path.find('?'));
+}
+std::string QueryOf(const std::string& url) {
+  return url.find('?') == std::string::npos ? "" : url.substr(url.find('?'));
+}
 
 std::string Keys(bool with_carol) {
   std::string yaml = "keys:\n";
@@ -37,8 +47,8 @@ class AuthTest : public ::testing::Test {
     dir_ = fs::temp_directory_path() / ("kiln-auth-" + std::to_string(::getpid()));
     fs::create_directories(dir_);
     std::ofstream(dir_ / "keys.yaml") << Keys(false);
-    server_ = new ServerProcess(
-        {"--models", TestModelsDir(), "--api-keys", (dir_ / "keys.yaml").string()});
+    server_ = new ServerProcess({"--models", TestModelsDir(), "--api-keys",
+                                 (dir_ / "keys.yaml").string(), "--webhook-secret", kSecret});
     ASSERT_TRUE(server_->started()) << server_->log();
   }
   static void TearDownTestSuite() {
@@ -94,7 +104,7 @@ TEST_F(AuthTest, TenantsSeeCancelAndDownloadOnlyTheirOwnWork) {
   json done = WaitFinal(id, kAlice);
   ASSERT_EQ(done["state"], "succeeded") << done.dump();
   const std::string url = done["data"][0]["url"];
-  const std::string file = url.substr(url.find("/v1/files/"));
+  const std::string file = PathOf(url);
 
   // Bob gets exactly what a job that does not exist gets.
   const std::string missing = "01J00000000000000000000000";
@@ -142,11 +152,40 @@ TEST_F(AuthTest, SyncImageUrlsAreTheirOwnersOnly) {
   HttpResult r = PostJson("/v1/images/generations", body, kAlice);
   ASSERT_EQ(r.status, 200) << r.body;
   const std::string url = Body(r)["data"][0]["url"];
-  const std::string file = url.substr(url.find("/v1/files/"));
+  const std::string file = PathOf(url);
   EXPECT_NE(file.find("/images/t-"), std::string::npos) << file;  // under alice's own folder
   EXPECT_EQ(Get(file, kAlice).status, 200);
   EXPECT_EQ(Get(file, kBob).status, 404);
   EXPECT_EQ(Get(file, kAdmin).status, 200);
+  EXPECT_EQ(Get(file, nullptr).status, 401);
+}
+
+TEST_F(AuthTest, SignedUrlsLoadWithoutAKeyOnlyForTheirFileAndUntilTheyExpire) {
+  json body = Job();
+  body["response_format"] = "url";
+  const std::string url = Body(PostJson("/v1/images/generations", body, kAlice))["data"][0]["url"];
+  const std::string file = PathOf(url), query = QueryOf(url);
+  ASSERT_NE(query.find("signature="), std::string::npos) << url;
+  EXPECT_EQ(Get(file + query, nullptr).status, 200);  // as a browser's <img> loads it
+
+  std::string tampered = query;
+  tampered.back() = tampered.back() == '0' ? '1' : '0';
+  EXPECT_EQ(Get(file + tampered, nullptr).status, 403);
+  // The same grant does not open another file.
+  HttpResult job = PostJson("/v1/jobs", Job(), kAlice);
+  ASSERT_EQ(job.status, 202) << job.body;
+  json done = WaitFinal(Body(job)["id"], kAlice);
+  const std::string other_url = done["data"][0]["url"];
+  EXPECT_EQ(Get(PathOf(other_url) + query, nullptr).status, 403);
+  EXPECT_EQ(Get(PathOf(other_url) + QueryOf(other_url), nullptr).status, 200);
+  // An expired grant, signed with the server's own key, is refused.
+  const std::string key = file.substr(std::string("/v1/files/").size());
+  const std::string signing_key = HmacSha256(kSecret, "kiln file urls");
+  const std::string expired =
+      "?expires=1000&signature=" + HmacSha256Hex(signing_key, "GET /v1/files/" + key + "\n1000");
+  HttpResult old = Get(file + expired, nullptr);
+  EXPECT_EQ(old.status, 403) << old.body;
+  EXPECT_NE(old.body.find("expired"), std::string::npos) << old.body;
 }
 
 TEST_F(AuthTest, OnlyAdminsChangeTheSharedDefaultAndOperatorRoutesAreLocalOrAdmin) {

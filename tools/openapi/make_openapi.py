@@ -1128,8 +1128,14 @@ paths["/v1/files/{key}"] = {"get": op(
                       "application/octet-stream": {"schema": {"type": "string",
                                                               "format": "binary"}}}}},
          403, 404, 503),
-    description="Keys under jobs/ and images/ only.",
-    parameters=[path_param(
+    description="Keys under jobs/ and images/ only. With API keys: the caller's key (another "
+                "tenant's file is a 404), or a signed URL as Kiln hands them out (`expires` and "
+                "`signature` together; a bad or expired one is a 403).",
+    parameters=[query_param("expires", "Signed URLs: Unix seconds until which the grant holds.",
+                            {"type": "string", "maxLength": 32}),
+                query_param("signature", "Signed URLs: the grant's HMAC (hex).",
+                            {"type": "string", "maxLength": 128}),
+                path_param(
         "key",
         "The store key; it may contain slashes (the rest of the path), e.g. "
         "images/01M81N0P5C40CZMDPTEX41EQ5D/0.png, jobs/{id}/0.png, jobs/{id}/result.json. "
@@ -1155,6 +1161,8 @@ assert set(ORDER) == set(paths), set(ORDER) ^ set(paths)
 # routes also answer a process on the server's own machine without a key).
 PUBLIC = {("get", "/healthz"), ("get", "/readyz"), ("get", "/"), ("get", "/ui/{file}"),
           ("get", "/openapi.json")}
+# A key, or a signed URL instead of one.
+KEY_OR_SIGNED = {("get", "/v1/files/{key}")}
 ADMIN = {("get", "/metrics"), ("get", "/v1/autoscale"), ("post", "/sdapi/v1/options")}
 responses["Unauthorized"] = {
     "description": "No API key, or one this server does not know (only when it has keys).",
@@ -1165,7 +1173,8 @@ for path, item in paths.items():
         if (method, path) in PUBLIC:
             o["security"] = []
             continue
-        o["security"] = [{"bearer": []}]
+        o["security"] = [{"bearer": []}, {}] if (method, path) in KEY_OR_SIGNED else \
+            [{"bearer": []}]
         o["responses"]["401"] = rref("Unauthorized")
         if (method, path) in ADMIN:
             o["responses"]["403"] = rref("Forbidden")
