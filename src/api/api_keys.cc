@@ -1,8 +1,11 @@
 #include "api/api_keys.h"
 
+#include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <set>
 #include <sstream>
@@ -95,10 +98,24 @@ absl::StatusOr<std::vector<ApiKey>> ParseApiKeys(std::string_view yaml, std::str
           }
           key.admin = role == "admin";
         } else if (name == "limits") {
-          return absl::InvalidArgumentError(
-              StrCat(where,
-                     ": 'limits' are not enforced yet by this version of Kiln; remove them "
-                     "rather than rely on them"));
+          if (!kv.second.IsMap()) {
+            return absl::InvalidArgumentError(StrCat(where, ": 'limits' must be a map"));
+          }
+          for (const auto& limit : kv.second) {
+            const std::string what = limit.first.as<std::string>();
+            if (what != "requests_per_minute") {
+              return absl::InvalidArgumentError(StrCat(
+                  where, ": limit '", what,
+                  "' is not enforced yet by this version of Kiln (only requests_per_minute is); "
+                  "remove it rather than rely on it"));
+            }
+            const int rpm = limit.second.as<int>();
+            if (rpm < 1 || rpm > 1000000) {
+              return absl::InvalidArgumentError(
+                  StrCat(where, ": 'requests_per_minute' must be in 1..1000000"));
+            }
+            key.requests_per_minute = rpm;
+          }
         } else {
           return absl::InvalidArgumentError(StrCat(where, ": unknown key '", name, "'"));
         }
@@ -156,6 +173,34 @@ void ApiKeys::Set(std::vector<ApiKey> keys) {
   }
   absl::MutexLock lock(&mu_);
   by_hash_ = std::move(by_hash);
+  // A reloaded key keeps what it has used; a removed one's bucket goes.
+  for (auto it = buckets_.begin(); it != buckets_.end();) {
+    it = by_hash_.contains(it->first) ? std::next(it) : buckets_.erase(it);
+  }
+}
+
+RateDecision ApiKeys::Admit(const Caller& caller, int64_t now_ms) const {
+  if (!enabled_ || caller.key.empty()) return {};
+  absl::MutexLock lock(&mu_);
+  auto key = by_hash_.find(caller.key);
+  if (key == by_hash_.end() || key->second.requests_per_minute == 0) return {};
+  const double rate = key->second.requests_per_minute;  // per minute; also the bucket's size
+  auto found = buckets_.find(caller.key);
+  if (found == buckets_.end()) found = buckets_.emplace(caller.key, Bucket{rate, now_ms}).first;
+  Bucket& b = found->second;
+  if (now_ms > b.last_ms) {
+    b.tokens = std::min(rate, b.tokens + (now_ms - b.last_ms) * rate / 60000.0);
+    b.last_ms = now_ms;
+  }
+  RateDecision d;
+  d.limit = key->second.requests_per_minute;
+  if (b.tokens >= 1.0) {
+    b.tokens -= 1.0;
+    return d;
+  }
+  d.allowed = false;
+  d.retry_after_seconds = std::max(1, static_cast<int>(std::ceil((1.0 - b.tokens) * 60.0 / rate)));
+  return d;
 }
 
 size_t ApiKeys::size() const {
@@ -165,7 +210,7 @@ size_t ApiKeys::size() const {
 
 absl::StatusOr<Caller> ApiKeys::Authenticate(const http::Request& request) const {
   const std::string_view token = BearerToken(request);
-  if (!enabled_) return Caller{TenantOfToken(token), /*admin=*/true};
+  if (!enabled_) return Caller{TenantOfToken(token), /*admin=*/true, ""};
   if (token.empty()) {
     return absl::UnauthenticatedError(
         "this server needs an API key: send 'Authorization: Bearer <key>'");
@@ -175,7 +220,7 @@ absl::StatusOr<Caller> ApiKeys::Authenticate(const http::Request& request) const
   absl::MutexLock lock(&mu_);
   auto it = by_hash_.find(hash);
   if (it == by_hash_.end()) return absl::UnauthenticatedError("the API key is not valid");
-  return Caller{it->second.tenant, it->second.admin};
+  return Caller{it->second.tenant, it->second.admin, hash};
 }
 
 }  // namespace kiln::api

@@ -1,6 +1,8 @@
 // The API keys file: what is accepted, what is refused (with where), and who a request is.
 #include "api/api_keys.h"
 
+#include <cstdlib>
+
 #include "core/crypto.h"
 #include "gtest/gtest.h"
 
@@ -27,8 +29,10 @@ TEST(ApiKeys, ParsesKeysAndHashesAndRefusesWhatItCannotHonour) {
       {"keys: [{tenant: a}]", "needs 'key'"},
       {"keys: [{key_sha256: abc, tenant: a}]", "64 hex"},
       {"keys: [{key: \"sk-0123456789abcdef\", tenant: a, role: root}]", "'role'"},
-      {"keys: [{key: \"sk-0123456789abcdef\", tenant: a, limits: {requests_per_minute: 5}}]",
+      {"keys: [{key: \"sk-0123456789abcdef\", tenant: a, limits: {images_per_day: 5}}]",
        "not enforced"},
+      {"keys: [{key: \"sk-0123456789abcdef\", tenant: a, limits: {requests_per_minute: 0}}]",
+       "1..1000000"},
       {"keys: [{key: \"sk-0123456789abcdef\", tenant: a, colour: red}]", "unknown key"},
       {"keys:\n  - {key: \"sk-0123456789abcdef\", tenant: a}\n"
        "  - {key: \"sk-0123456789abcdef\", tenant: b}\n",
@@ -57,6 +61,36 @@ TEST(ApiKeys, WithoutKeysEveryCallerIsAnAdminNamedByItsTokenHash) {
   ASSERT_TRUE(named.ok());
   EXPECT_EQ(named->tenant, TenantOfToken("some-token"));
   EXPECT_EQ(named->tenant.find("some-token"), std::string::npos);  // never the token itself
+}
+
+TEST(ApiKeys, RequestsPerMinuteIsATokenBucketPerKey) {
+  setenv("KILN_API_KEYS",
+         "keys:\n"
+         "  - {key: \"limited-0123456789\", tenant: a, limits: {requests_per_minute: 3}}\n"
+         "  - {key: \"unlimited-012345678\", tenant: b}\n",
+         1);
+  auto keys = ApiKeys::Load("");
+  unsetenv("KILN_API_KEYS");
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  http::Request req;
+  req.headers["authorization"] = "Bearer limited-0123456789";
+  auto limited = (*keys)->Authenticate(req);
+  ASSERT_TRUE(limited.ok());
+  req.headers["authorization"] = "Bearer unlimited-012345678";
+  auto unlimited = (*keys)->Authenticate(req);
+  ASSERT_TRUE(unlimited.ok());
+
+  // A minute's worth at once, then one every 20 s.
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE((*keys)->Admit(*limited, 1000).allowed) << i;
+  RateDecision refused = (*keys)->Admit(*limited, 1000);
+  EXPECT_FALSE(refused.allowed);
+  EXPECT_EQ(refused.limit, 3);
+  EXPECT_EQ(refused.retry_after_seconds, 20);
+  EXPECT_FALSE((*keys)->Admit(*limited, 1000 + 19000).allowed);
+  EXPECT_TRUE((*keys)->Admit(*limited, 1000 + 20000 + 19000).allowed);
+  // Another key, and a clock that steps back, take nothing from it.
+  for (int i = 0; i < 100; ++i) EXPECT_TRUE((*keys)->Admit(*unlimited, 0).allowed);
+  EXPECT_FALSE((*keys)->Admit(*limited, 500).allowed);
 }
 
 }  // namespace

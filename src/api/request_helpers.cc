@@ -1,4 +1,6 @@
 // Helpers shared by the handlers: body checks, tenant, base URL, query checks.
+#include <chrono>
+
 #include "api/errors.h"
 #include "api/handlers.h"
 #include "core/crypto.h"
@@ -48,8 +50,9 @@ http::Response Unauthorized(const absl::Status& status) {
 Caller CallerOf(const ApiContext& ctx, const http::Request& req) {
   auto caller = Authenticate(ctx, req);
   // The routes authenticate before any handler runs; a key removed by a reload in between
-  // leaves the request with no tenant's rights.
-  return caller.ok() ? *caller : Caller{"", false};
+  // leaves the request with no tenant's rights: "(none)" is no tenant's name (names are
+  // letters, digits, '.', '_' and '-'), so it owns nothing and filters everything out.
+  return caller.ok() ? *caller : Caller{"(none)", false, ""};
 }
 
 std::string TenantOf(const ApiContext& ctx, const http::Request& req) {
@@ -90,6 +93,24 @@ http::Handler Guarded(const ApiContext& ctx, Access access, http::Handler handle
     if (!caller.ok()) return Unauthorized(caller.status());
     if ((access == Access::kAdmin || access == Access::kOperator) && !caller->admin) {
       return ErrorResponse(absl::PermissionDeniedError("this route needs an admin key"));
+    }
+    if (c->keys) {
+      // Steady time: a wall-clock step must not refill or drain a bucket.
+      const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::steady_clock::now().time_since_epoch())
+                                 .count();
+      const RateDecision d = c->keys->Admit(*caller, now_ms);
+      if (!d.allowed) {
+        http::Response limited = ErrorResponse(WithRetryAfter(
+            absl::ResourceExhaustedError(StrCat("this API key's requests_per_minute (", d.limit,
+                                                ") is used up; retry in ", d.retry_after_seconds,
+                                                " s")),
+            d.retry_after_seconds));
+        limited.headers.emplace_back("RateLimit-Limit", StrCat(d.limit));
+        limited.headers.emplace_back("RateLimit-Remaining", "0");
+        limited.headers.emplace_back("RateLimit-Reset", StrCat(d.retry_after_seconds));
+        return limited;
+      }
     }
     return handler(r, p);
   };

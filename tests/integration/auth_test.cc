@@ -21,6 +21,7 @@ constexpr char kBob[] = "bob-key-0123456789ab";
 constexpr char kAdmin[] = "admin-key-0123456789";
 constexpr char kCarol[] = "carol-key-0123456789";
 constexpr char kSecret[] = "auth-test-webhook-secret";
+constexpr char kDave[] = "dave-key-0123456789a";  // 2 requests per minute
 
 // The path of a file URL without its query (the signature), and the query alone.
 std::string PathOf(const std::string& url) {
@@ -37,6 +38,8 @@ std::string Keys(bool with_carol) {
   yaml += std::string("  - {key: \"") + kBob + "\", tenant: bob, role: user}\n";
   // An admin given by its hash, as an operator keeps it out of the file.
   yaml += "  - {key_sha256: \"" + Sha256Hex(kAdmin) + "\", tenant: ops, role: admin}\n";
+  yaml +=
+      std::string("  - {key: \"") + kDave + "\", tenant: dave, limits: {requests_per_minute: 2}}\n";
   if (with_carol) yaml += std::string("  - {key: \"") + kCarol + "\", tenant: carol}\n";
   return yaml;
 }
@@ -186,6 +189,18 @@ TEST_F(AuthTest, SignedUrlsLoadWithoutAKeyOnlyForTheirFileAndUntilTheyExpire) {
   HttpResult old = Get(file + expired, nullptr);
   EXPECT_EQ(old.status, 403) << old.body;
   EXPECT_NE(old.body.find("expired"), std::string::npos) << old.body;
+}
+
+TEST_F(AuthTest, AKeyOverItsRequestsPerMinuteGetsA429WithWhenToRetry) {
+  EXPECT_EQ(Get("/v1/models", kDave).status, 200);
+  EXPECT_EQ(Get("/v1/models", kDave).status, 200);
+  HttpResult over = Get("/v1/models", kDave);
+  EXPECT_EQ(over.status, 429) << over.body;
+  EXPECT_EQ(Body(over)["error"]["type"], "rate_limit_error");
+  EXPECT_EQ(over.headers["ratelimit-limit"], "2");
+  EXPECT_EQ(over.headers["ratelimit-remaining"], "0");
+  EXPECT_GE(std::stoi(over.headers["retry-after"]), 1);
+  EXPECT_EQ(Get("/v1/models", kAlice).status, 200);  // other keys are not affected
 }
 
 TEST_F(AuthTest, OnlyAdminsChangeTheSharedDefaultAndOperatorRoutesAreLocalOrAdmin) {

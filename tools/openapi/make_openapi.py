@@ -792,7 +792,9 @@ responses = {
     "UnsupportedMediaType": {"description": "Wrong Content-Type (`param`: content-type).",
                              "content": ERR},
     "TooManyRequests": {"description": "Admission refused: the model's queue is full, or "
-                                       "`deadline_ms` cannot be met.",
+                                       "`deadline_ms` cannot be met; or the API key's "
+                                       "requests_per_minute is used up (with RateLimit-* "
+                                       "headers).",
                         "headers": {"Retry-After": RETRY_AFTER},
                         "content": ERR},
     "HeadersTooLarge": {"description": "Request headers (or chunk metadata) over 16 KiB.",
@@ -1176,6 +1178,7 @@ for path, item in paths.items():
         o["security"] = [{"bearer": []}, {}] if (method, path) in KEY_OR_SIGNED else \
             [{"bearer": []}]
         o["responses"]["401"] = rref("Unauthorized")
+        o["responses"]["429"] = rref("TooManyRequests")  # a key's requests_per_minute
         if (method, path) in ADMIN:
             o["responses"]["403"] = rref("Forbidden")
         o["responses"] = dict(sorted(o["responses"].items()))
