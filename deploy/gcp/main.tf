@@ -68,6 +68,7 @@ resource "google_compute_instance_template" "kiln" {
       store_url         = var.store_url
       store_hmac_secret = var.store_hmac_secret
       api_keys_secret   = var.api_keys_secret
+      file_url_secret   = var.file_url_secret
       grace_seconds     = var.grace_seconds
       gateway_port      = local.gateway_port
       worker_port       = local.worker_port

@@ -69,6 +69,11 @@ variable "api_keys_secret" {
   type        = string
 }
 
+variable "file_url_secret" {
+  description = "Secret Manager secret (name) holding the key that signs result URLs (any long random string), the same on every VM."
+  type        = string
+}
+
 variable "grace_seconds" {
   description = "Seconds a stopping worker keeps running jobs before it checkpoints the rest. Spot VMs get 30 s in all."
   type        = number

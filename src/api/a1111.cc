@@ -128,6 +128,11 @@ http::Response Generate(const ApiContext& ctx, const std::shared_ptr<A1111Sessio
     session->Add(task);
     const int n = static_cast<int>(task->iterations.size());
     for (int k = 0; k < n; ++k) {
+      // An /interrupt or /skip that came while the earlier iterations were being submitted.
+      if (task->IsSkipped(k)) {
+        if (task->Finish(k, absl::CancelledError("skipped"), false)) Finish(ctx, *session, task);
+        continue;
+      }
       absl::Status s = ctx.scheduler->SubmitSync(task->iterations[k], /*deadline_ms=*/0);
       if (s.ok()) continue;
       // All or nothing: the iterations already admitted are cancelled, and the call answers

@@ -38,6 +38,11 @@ bool A1111Task::NotSubmitted(int from, absl::Status why) {
   return remaining == 0;
 }
 
+bool A1111Task::IsSkipped(int k) const {
+  absl::MutexLock lock(&mu);
+  return outcomes[k].skipped;
+}
+
 int A1111Task::Current() const {
   absl::MutexLock lock(&mu);
   for (size_t k = 0; k < outcomes.size(); ++k) {

@@ -54,6 +54,8 @@ struct A1111Task {
   // Iterations [from, end) could not be submitted (`why`: the admission error, which the call
   // answers with). Returns true when that ended the last iteration.
   bool NotSubmitted(int from, absl::Status why);
+  // Whether iteration `k` was skipped (interrupted before or while it ran).
+  bool IsSkipped(int k) const;
   // The first iteration without an outcome; iterations.size() when all have one.
   int Current() const;
 };

@@ -80,7 +80,7 @@ bool MayReadImage(const Caller& caller, std::string_view key) {
 namespace {
 bool IsLoopbackPeer(const std::string& remote) {
   auto ip = http::ParseIpLiteral(remote);
-  return ip && http::AddressPolicy().Refusal(*ip) == "loopback";
+  return ip && http::IsLoopback(*ip);
 }
 }  // namespace
 

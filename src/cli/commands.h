@@ -41,6 +41,9 @@ struct ServeOptions {
   int autoscale_max_replicas = 16;
   std::string webhook_secret;  // default: $KILN_WEBHOOK_SECRET, else generated into --data
   std::string api_keys;        // YAML file of API keys (read again on SIGHUP); else $KILN_API_KEYS
+  // HMAC key of signed result URLs (with API keys): default $KILN_FILE_URL_SECRET, else generated
+  // into --data. Never the webhook key: webhook receivers hold that one.
+  std::string file_url_secret;
   bool insecure_no_auth = false;  // serve the API beyond loopback without API keys
   // CIDR blocks webhooks may reach although they are loopback, private, link-local, ...
   std::vector<std::string> webhook_allow;

@@ -80,6 +80,9 @@ int main(int argc, char** argv) {
     cmd->add_option("--api-keys", serve.api_keys,
                     "YAML file of API keys (tenant, role), read again on SIGHUP "
                     "(default $KILN_API_KEYS, the same YAML)");
+    cmd->add_option("--file-url-secret", serve.file_url_secret,
+                    "HMAC key of signed result URLs (default $KILN_FILE_URL_SECRET, else one "
+                    "generated into --data); gateways that honour each other's URLs share it");
     cmd->add_flag("--insecure-no-auth", serve.insecure_no_auth,
                   "Serve the API on a non-loopback address without API keys");
     cmd->add_option("--webhook-allow", serve.webhook_allow,

@@ -50,11 +50,13 @@ namespace fs = std::filesystem;
 
 std::string Message(const absl::Status& s) { return std::string(s.message()); }
 
-// The webhook key: the flag, the environment, or a key generated once into the data dir.
-absl::StatusOr<std::string> WebhookSecret(const ServeOptions& o, const fs::path& data) {
-  if (!o.webhook_secret.empty()) return o.webhook_secret;
-  if (const char* env = std::getenv("KILN_WEBHOOK_SECRET"); env && *env) return std::string(env);
-  const fs::path path = data / "webhook-secret";
+// A signing key: the flag, the environment variable `env`, or a key generated once into
+// DATA/`file` (mode 0600). `what` names it in the log.
+absl::StatusOr<std::string> SigningKey(const std::string& flag, const char* env,
+                                       const fs::path& data, const char* file, const char* what) {
+  if (!flag.empty()) return flag;
+  if (const char* value = std::getenv(env); value && *value) return std::string(value);
+  const fs::path path = data / file;
   std::ifstream in(path);
   std::string secret;
   if (in && std::getline(in, secret) && !secret.empty()) return secret;
@@ -65,7 +67,7 @@ absl::StatusOr<std::string> WebhookSecret(const ServeOptions& o, const fs::path&
   const bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
   ::close(fd);
   if (!ok) return absl::UnavailableError("cannot write " + path.string());
-  log::Info("generated a webhook signing key", {{"path", path.string()}});
+  log::Info(StrCat("generated a ", what), {{"path", path.string()}});
   return secret;
 }
 
@@ -127,7 +129,7 @@ bool IsLoopbackHost(const std::string& host) {
   if (host == "localhost") return true;
   auto ip = http::ParseIpLiteral(host);
   if (!ip) return false;
-  return http::AddressPolicy().Refusal(*ip) == "loopback";
+  return http::IsLoopback(*ip);
 }
 
 std::string DefaultWorkerId() {
@@ -205,6 +207,8 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o,
         set_str(o.log_level);
       else if (key == "api_keys")
         set_str(o.api_keys);
+      else if (key == "file_url_secret")
+        set_str(o.file_url_secret);
       else if (key == "insecure_no_auth") {
         if (!given(key)) o.insecure_no_auth = kv.second.as<bool>();
       } else if (key == "preemption_url")
@@ -437,7 +441,9 @@ int RunServe(ServeOptions o) {
   }
   if (!orphans->empty()) log::Info("recovered interrupted jobs", {{"count", orphans->size()}});
 
-  auto secret = WebhookSecret(o, data);
+  // Webhook receivers hold the webhook key, so result URLs are signed with another one.
+  auto secret = SigningKey(o.webhook_secret, "KILN_WEBHOOK_SECRET", data, "webhook-secret",
+                           "webhook signing key");
   if (!secret.ok()) {
     log::Error("no webhook signing key", {{"error", Message(secret.status())}});
     return 1;
@@ -459,10 +465,17 @@ int RunServe(ServeOptions o) {
     (void)q->SetWebhookStatus(id, status.dump());
   });
   // With API keys, the result URLs handed out are signed for a day, so that a browser can
-  // load them without the key (the HMAC key comes from the webhook key: share it between
-  // gateways).
+  // load them without the key (gateways that honour each other's URLs share the key).
   UrlSigner file_urls;
-  if ((*keys)->enabled()) file_urls = UrlSigner(HmacSha256(*secret, "kiln file urls"), 24 * 3600);
+  if ((*keys)->enabled()) {
+    auto url_key = SigningKey(o.file_url_secret, "KILN_FILE_URL_SECRET", data, "file-url-secret",
+                              "file URL signing key");
+    if (!url_key.ok()) {
+      log::Error("no file URL signing key", {{"error", Message(url_key.status())}});
+      return 1;
+    }
+    file_urls = UrlSigner(*url_key, 24 * 3600);
+  }
   sched::JobServiceOptions jo;
   jo.file_urls = file_urls;
   jo.max_attempts = o.max_attempts;

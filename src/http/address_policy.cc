@@ -111,6 +111,13 @@ std::optional<IpAddress> ParseIpLiteral(std::string_view host) {
   return FromV4(reinterpret_cast<const uint8_t*>(&v4.s_addr));
 }
 
+bool IsLoopback(const IpAddress& a) {
+  const uint8_t* b = a.bytes.data();
+  const bool mapped = AllZero(b, 10) && b[10] == 0xff && b[11] == 0xff;
+  if (mapped) return b[12] == 127;
+  return AllZero(b, 15) && b[15] == 1;
+}
+
 std::optional<IpAddress> FromSockaddr(const sockaddr* address) {
   if (!address) return std::nullopt;
   if (address->sa_family == AF_INET) {

@@ -28,6 +28,10 @@ struct IpAddress {
 // the C resolver also reads as IPv4 ("127.1", "2130706433", "0x7f000001", "0177.0.0.1"), or
 // IPv6 (brackets optional). nullopt for a host name.
 std::optional<IpAddress> ParseIpLiteral(std::string_view host);
+// Whether `address` is this machine's loopback, strictly: 127.0.0.0/8 (also as ::ffff:127.x)
+// or ::1. Unlike AddressPolicy::Refusal, IPv4 carried by 6to4, NAT64 or compatible forms does
+// not count: a peer can choose such a source address.
+bool IsLoopback(const IpAddress& address);
 // The address a connected or resolved socket address holds (AF_INET or AF_INET6).
 std::optional<IpAddress> FromSockaddr(const sockaddr* address);
 

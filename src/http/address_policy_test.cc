@@ -72,6 +72,16 @@ TEST(AddressPolicy, RefusesEveryNonPublicRangeInEverySpelling) {
   EXPECT_FALSE(ParseIpLiteral("1.2.3.4.example").has_value());
 }
 
+TEST(AddressPolicy, LoopbackPeersAreJudgedStrictly) {
+  for (const char* yes : {"127.0.0.1", "127.0.0.5", "::ffff:127.0.0.1", "::1"}) {
+    EXPECT_TRUE(IsLoopback(*ParseIpLiteral(yes))) << yes;
+  }
+  // A peer can pick these source addresses; the IPv4 they carry does not make them local.
+  for (const char* no : {"2002:7f00:1::1", "::127.0.0.1", "64:ff9b::7f00:1", "10.0.0.1", "::"}) {
+    EXPECT_FALSE(IsLoopback(*ParseIpLiteral(no))) << no;
+  }
+}
+
 TEST(AddressPolicy, TheAllowlistOpensOnlyItsBlocks) {
   auto policy = AddressPolicy::Make({"127.0.0.1/32", "10.0.0.0/8", "fd00::/8", "::1"});
   ASSERT_TRUE(policy.ok()) << policy.status();

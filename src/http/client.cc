@@ -137,6 +137,9 @@ absl::StatusOr<ClientResponse> Fetch(const ClientRequest& r) {
     pinned = curl_slist_append(
         nullptr, StrCat(hp.host, ":", hp.port, ":", v6 ? "[" : "", address, v6 ? "]" : "").c_str());
     curl_easy_setopt(curl, CURLOPT_RESOLVE, pinned);
+    // Directly, never through a proxy from the environment: a proxy would resolve the host
+    // again itself, past the policy and the pin.
+    curl_easy_setopt(curl, CURLOPT_PROXY, "");
     curl_easy_setopt(curl, CURLOPT_OPENSOCKETFUNCTION, OpenSocket);
     curl_easy_setopt(curl, CURLOPT_OPENSOCKETDATA, &gate);
   }

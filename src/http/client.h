@@ -25,8 +25,8 @@ struct ClientRequest {
   std::chrono::milliseconds timeout{30000};
   size_t max_body_bytes = 64 << 10;  // longer answers are cut there
   // When set, the call goes only where the policy allows: the host is resolved once, every
-  // address it has is judged, the connection goes to an allowed one (no second lookup), and
-  // every socket opened (to the host, or to a proxy from the environment) is judged again.
+  // address it has is judged, the connection goes to an allowed one directly (no second lookup,
+  // no proxy from the environment), and every socket opened is judged again.
   // Refused: PermissionDenied, before anything is sent.
   const AddressPolicy* policy = nullptr;
 };

@@ -1,5 +1,5 @@
 """Schemathesis hooks for tests/e2e/schemathesis_test.py: generated requests never carry a
-`webhook` (a test gives Kiln no URL outside loopback; the server also runs behind a dead proxy)."""
+`webhook`: a test gives Kiln no URL outside loopback, and webhooks connect directly."""
 import schemathesis
 
 # POST /v1/batches takes JSON Lines; schemathesis sends generated strings for it as plain text.

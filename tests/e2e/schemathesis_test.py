@@ -4,9 +4,9 @@ bounded number of generated requests per operation (valid and invalid), checked 
 documented status codes and content types, and every body (errors included) in its documented
 schema. Afterwards the server must still be alive and answer /healthz: no crash, no hang.
 
-Kiln runs with every proxy variable pointing at a closed loopback port, so that nothing a
-generated request names could be reached outside this machine (libcurl honours them), and the
-hooks drop `webhook` fields before they are sent.
+Generated requests never carry a `webhook` (the hooks drop the field before it is sent), and
+Kiln runs with every proxy variable pointing at a closed loopback port, so that nothing else it
+might fetch leaves this machine.
 
 Usage: schemathesis_test.py KILN_BINARY MODELS_DIR [MAX_EXAMPLES]
 """

@@ -21,6 +21,7 @@ constexpr char kBob[] = "bob-key-0123456789ab";
 constexpr char kAdmin[] = "admin-key-0123456789";
 constexpr char kCarol[] = "carol-key-0123456789";
 constexpr char kSecret[] = "auth-test-webhook-secret";
+constexpr char kUrlSecret[] = "auth-test-file-url-secret";
 constexpr char kDave[] = "dave-key-0123456789a";  // 2 requests per minute
 
 // The path of a file URL without its query (the signature), and the query alone.
@@ -50,8 +51,9 @@ class AuthTest : public ::testing::Test {
     dir_ = fs::temp_directory_path() / ("kiln-auth-" + std::to_string(::getpid()));
     fs::create_directories(dir_);
     std::ofstream(dir_ / "keys.yaml") << Keys(false);
-    server_ = new ServerProcess({"--models", TestModelsDir(), "--api-keys",
-                                 (dir_ / "keys.yaml").string(), "--webhook-secret", kSecret});
+    server_ =
+        new ServerProcess({"--models", TestModelsDir(), "--api-keys", (dir_ / "keys.yaml").string(),
+                           "--webhook-secret", kSecret, "--file-url-secret", kUrlSecret});
     ASSERT_TRUE(server_->started()) << server_->log();
   }
   static void TearDownTestSuite() {
@@ -183,12 +185,19 @@ TEST_F(AuthTest, SignedUrlsLoadWithoutAKeyOnlyForTheirFileAndUntilTheyExpire) {
   EXPECT_EQ(Get(PathOf(other_url) + QueryOf(other_url), nullptr).status, 200);
   // An expired grant, signed with the server's own key, is refused.
   const std::string key = file.substr(std::string("/v1/files/").size());
-  const std::string signing_key = HmacSha256(kSecret, "kiln file urls");
-  const std::string expired =
-      "?expires=1000&signature=" + HmacSha256Hex(signing_key, "GET /v1/files/" + key + "\n1000");
-  HttpResult old = Get(file + expired, nullptr);
+  const auto grant = [&key](const std::string& signing_key, const std::string& expires) {
+    return "?expires=" + expires +
+           "&signature=" + HmacSha256Hex(signing_key, "GET /v1/files/" + key + "\n" + expires);
+  };
+  HttpResult old = Get(file + grant(kUrlSecret, "1000"), nullptr);
   EXPECT_EQ(old.status, 403) << old.body;
   EXPECT_NE(old.body.find("expired"), std::string::npos) << old.body;
+  EXPECT_EQ(Get(file + grant(kUrlSecret, "9999999999"), nullptr).status, 200);
+  // Webhook receivers hold the webhook key: nothing signed with it, or derived from it, opens a
+  // file.
+  EXPECT_EQ(Get(file + grant(kSecret, "9999999999"), nullptr).status, 403);
+  EXPECT_EQ(Get(file + grant(HmacSha256(kSecret, "kiln file urls"), "9999999999"), nullptr).status,
+            403);
 }
 
 TEST_F(AuthTest, AKeyOverItsRequestsPerMinuteGetsA429WithWhenToRetry) {
