@@ -212,8 +212,7 @@ absl::StatusOr<std::string> TextField(const json& body, std::string_view name) {
   const json* v = Get(body, name);
   if (!v) return std::string();
   std::string s = v->get<std::string>();
-  const size_t chars = std::count_if(s.begin(), s.end(), [](char c) { return (c & 0xC0) != 0x80; });
-  if (chars > kMaxPromptChars) {
+  if (Utf8Chars(s) > kMaxPromptChars) {
     return InvalidField(name,
                         StrCat("'", name, "' is longer than ", kMaxPromptChars, " characters"));
   }
@@ -402,18 +401,9 @@ absl::StatusOr<A1111Request> ParseA1111Request(A1111Route route, std::string_vie
   const ImageSize native = spec.sizes.front();
   KILN_ASSIGN_OR_RETURN(g.size.width, IntField(body, "width", 1, 16384, native.width));
   KILN_ASSIGN_OR_RETURN(g.size.height, IntField(body, "height", 1, 16384, native.height));
-  if (!spec.SupportsSize(g.size)) {
-    std::vector<std::string> sizes;
-    for (const auto& s : spec.sizes) sizes.push_back(s.ToString());
-    std::string any;
-    if (spec.size_multiple > 0) {
-      any = StrCat(", or any width and height that are multiples of ", spec.size_multiple, " from ",
-                   spec.min_side, " to ", spec.max_side);
-    }
-    const std::string field = g.size.width != native.width ? "width" : "height";
-    return InvalidField(field,
-                        StrCat("width x height ", g.size.ToString(), " is not supported by model '",
-                               spec.name, "'; supported: ", Join(sizes, ", "), any));
+  // The engine's check, naming A1111's field instead of `size`.
+  if (absl::Status s = engine::CheckSizeForModel(g.size, spec); !s.ok()) {
+    return WithField(s, g.size.width != native.width ? "width" : "height");
   }
   KILN_ASSIGN_OR_RETURN(g.steps, IntField(body, "steps", 1, 150, spec.defaults.steps));
   KILN_ASSIGN_OR_RETURN(g.guidance_scale,

@@ -20,10 +20,6 @@ constexpr int64_t kMaxImagePixels = 4096 * 4096;
 // thread it holds is shared with every other request).
 constexpr int64_t kMaxDecodeWaitMs = 10000;
 
-size_t Utf8Chars(std::string_view s) {
-  return std::count_if(s.begin(), s.end(), [](char c) { return (c & 0xC0) != 0x80; });
-}
-
 absl::Status TypeError(const std::string& name, std::string_view want) {
   return InvalidField(name, StrCat("'", name, "' must be ", want));
 }

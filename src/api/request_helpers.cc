@@ -77,18 +77,11 @@ bool MayReadImage(const Caller& caller, std::string_view key) {
   return caller.admin || key.starts_with(StrCat("images/", OwnerFolder(caller.tenant), "/"));
 }
 
-namespace {
-bool IsLoopbackPeer(const std::string& remote) {
-  auto ip = http::ParseIpLiteral(remote);
-  return ip && http::IsLoopback(*ip);
-}
-}  // namespace
-
 http::Handler Guarded(const ApiContext& ctx, Access access, http::Handler handler) {
   if (access == Access::kPublic) return handler;
   return [c = &ctx, access, handler = std::move(handler)](const http::Request& r,
                                                           const http::PathParams& p) {
-    if (access == Access::kOperator && IsLoopbackPeer(r.remote)) return handler(r, p);
+    if (access == Access::kOperator && http::IsLoopbackHost(r.remote)) return handler(r, p);
     auto caller = Authenticate(*c, r);
     if (!caller.ok()) return Unauthorized(caller.status());
     if ((access == Access::kAdmin || access == Access::kOperator) && !caller->admin) {

@@ -124,14 +124,6 @@ bool WorkerIdle(const sched::Scheduler& scheduler, queue::JobQueue& queue) {
   return true;
 }
 
-// Whether `host` (the --host to listen on) is a loopback address or name.
-bool IsLoopbackHost(const std::string& host) {
-  if (host == "localhost") return true;
-  auto ip = http::ParseIpLiteral(host);
-  if (!ip) return false;
-  return http::IsLoopback(*ip);
-}
-
 std::string DefaultWorkerId() {
   char host[256] = {0};
   if (::gethostname(host, sizeof(host) - 1) != 0 || host[0] == 0) std::strcpy(host, "kiln");
@@ -315,7 +307,7 @@ int RunServe(ServeOptions o) {
   }
   if ((*keys)->enabled()) {
     log::Info("API keys loaded", {{"keys", (*keys)->size()}});
-  } else if (!worker && !IsLoopbackHost(o.host)) {
+  } else if (!worker && !http::IsLoopbackHost(o.host)) {
     if (!o.insecure_no_auth) {
       log::Error(
           "without API keys Kiln serves only loopback: give --api-keys FILE (or $KILN_API_KEYS), "

@@ -1,5 +1,6 @@
 #include "core/strings.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -208,6 +209,10 @@ bool IsValidUtf8(std::string_view text) {
     i += extra + 1;
   }
   return true;
+}
+
+size_t Utf8Chars(std::string_view text) {
+  return std::count_if(text.begin(), text.end(), [](char c) { return (c & 0xC0) != 0x80; });
 }
 
 }  // namespace kiln

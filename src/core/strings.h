@@ -62,6 +62,8 @@ absl::StatusOr<std::string> Base64Decode(std::string_view text);
 // Whether `text` is well-formed UTF-8 (no overlong forms, surrogates or code points past
 // U+10FFFF), as JSON and PNG text chunks require.
 bool IsValidUtf8(std::string_view text);
+// The characters of UTF-8 `text` (bytes that are not continuation bytes).
+size_t Utf8Chars(std::string_view text);
 
 // ---- Parsing -------------------------------------------------------------------------------
 

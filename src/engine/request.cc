@@ -12,17 +12,22 @@ int RowsPerImage(const GenerationRequest& request) {
   return request.guidance_scale == 1.0 ? 1 : 2;
 }
 
-absl::Status CheckRequestForModel(const GenerationRequest& r, const ModelSpec& model) {
-  if (!model.SupportsSize(r.size)) {
+absl::Status CheckSizeForModel(const ImageSize& size, const ModelSpec& model) {
+  if (!model.SupportsSize(size)) {
     std::string sizes;
     for (const auto& s : model.sizes) StrAppend(&sizes, sizes.empty() ? "" : ", ", s.ToString());
     if (model.size_multiple > 0) {
       StrAppend(&sizes, ", or any WxH with sides multiples of ", model.size_multiple, " from ",
                 model.min_side, " to ", model.max_side);
     }
-    return InvalidField("size", StrCat("size ", r.size.ToString(), " is not supported by model '",
+    return InvalidField("size", StrCat("size ", size.ToString(), " is not supported by model '",
                                        model.name, "'; supported: ", sizes));
   }
+  return absl::OkStatus();
+}
+
+absl::Status CheckRequestForModel(const GenerationRequest& r, const ModelSpec& model) {
+  KILN_RETURN_IF_ERROR(CheckSizeForModel(r.size, model));
   if (r.n < 1 || r.n > 10) return InvalidField("n", "n must be in 1..10");
   if (r.steps < 1 || r.steps > 150) return InvalidField("steps", "steps must be in 1..150");
   if (std::holds_alternative<TextToImage>(r.conditioning) && !model.supports_generate) {

@@ -50,6 +50,10 @@ struct GenerationRequest {
 // instruction edit (the same rule Pipeline::Start applies).
 int RowsPerImage(const GenerationRequest& request);
 
+// InvalidArgument naming `size` unless `model` draws `size` (one of its sizes, or within its
+// any-size range); the message lists what it supports.
+absl::Status CheckSizeForModel(const ImageSize& size, const ModelSpec& model);
+
 // Returns InvalidArgument naming the field when `request` cannot run on `model`.
 absl::Status CheckRequestForModel(const GenerationRequest& request, const ModelSpec& model);
 

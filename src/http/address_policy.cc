@@ -118,6 +118,12 @@ bool IsLoopback(const IpAddress& a) {
   return AllZero(b, 15) && b[15] == 1;
 }
 
+bool IsLoopbackHost(std::string_view host) {
+  if (host == "localhost") return true;
+  auto ip = ParseIpLiteral(host);
+  return ip && IsLoopback(*ip);
+}
+
 std::optional<IpAddress> FromSockaddr(const sockaddr* address) {
   if (!address) return std::nullopt;
   if (address->sa_family == AF_INET) {

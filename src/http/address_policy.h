@@ -32,6 +32,9 @@ std::optional<IpAddress> ParseIpLiteral(std::string_view host);
 // or ::1. Unlike AddressPolicy::Refusal, IPv4 carried by 6to4, NAT64 or compatible forms does
 // not count: a peer can choose such a source address.
 bool IsLoopback(const IpAddress& address);
+// Whether `host` (a --host to listen on, or a peer's address) is "localhost" or a loopback
+// address literal, judged as IsLoopback does.
+bool IsLoopbackHost(std::string_view host);
 // The address a connected or resolved socket address holds (AF_INET or AF_INET6).
 std::optional<IpAddress> FromSockaddr(const sockaddr* address);
 
