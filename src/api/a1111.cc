@@ -61,6 +61,10 @@ http::Response TaskResponse(const ApiContext& ctx, A1111Task& task) {
 
 void Finish(const ApiContext& ctx, A1111Session& session, const std::shared_ptr<A1111Task>& task) {
   session.Remove(task.get());
+  {
+    absl::MutexLock lock(&task->mu);
+    task->quota = quota::QuotaTicket();  // the call no longer counts
+  }
   task->respond(TaskResponse(ctx, *task));
 }
 
@@ -81,6 +85,7 @@ http::Response Generate(const ApiContext& ctx, const std::shared_ptr<A1111Sessio
   const A1111Request& r = task->request;
   std::weak_ptr<A1111Task> weak = task;
   std::weak_ptr<A1111Session> weak_session = session;
+  double cost_seconds = 0;
   for (int k = 0; k < r.n_iter; ++k) {
     auto item = std::make_shared<sched::WorkItem>();
     item->id = NewUlid();
@@ -95,6 +100,7 @@ http::Response Generate(const ApiContext& ctx, const std::shared_ptr<A1111Sessio
     auto cost = ctx.scheduler->EstimateCost(item->model, item->request);
     if (!cost.ok()) return ErrorResponse(cost.status());
     item->cost = *cost;
+    cost_seconds += *cost;
     item->wants_preview = [weak] {
       auto t = weak.lock();
       return t && t->preview_wanted.load();
@@ -116,10 +122,13 @@ http::Response Generate(const ApiContext& ctx, const std::shared_ptr<A1111Sessio
     };
     task->iterations.push_back(std::move(item));
   }
+  auto ticket = AdmitWork(ctx, req, r.n_iter, int64_t{r.n_iter} * r.batch_size, cost_seconds);
+  if (!ticket.ok()) return ErrorResponse(ticket.status());
   {
     absl::MutexLock lock(&task->mu);
     task->outcomes.resize(r.n_iter);
     task->remaining = r.n_iter;
+    task->quota = std::move(*ticket);
   }
 
   http::Response response;
@@ -137,6 +146,10 @@ http::Response Generate(const ApiContext& ctx, const std::shared_ptr<A1111Sessio
       if (s.ok()) continue;
       // All or nothing: the iterations already admitted are cancelled, and the call answers
       // with the admission error (429 with Retry-After when the queue is full).
+      {
+        absl::MutexLock lock(&task->mu);
+        task->quota.Refund();  // nothing runs
+      }
       for (const auto& item : task->Skip(0, k)) ctx.scheduler->Cancel(item->id);
       if (task->NotSubmitted(k, s)) Finish(ctx, *session, task);
       return;

@@ -15,6 +15,7 @@
 #include "api/a1111_params.h"
 #include "engine/image.h"
 #include "http/message.h"
+#include "quota/quotas.h"
 #include "sched/work_item.h"
 
 namespace kiln::api {
@@ -44,6 +45,8 @@ struct A1111Task {
   bool client_gone ABSL_GUARDED_BY(mu) = false;
   absl::Status error ABSL_GUARDED_BY(mu);  // the first failure that is not a skip
   std::string preview_png ABSL_GUARDED_BY(mu);
+  // The call's place in its key's quotas, held until the call ends.
+  quota::QuotaTicket quota ABSL_GUARDED_BY(mu);
 
   // Records iteration `k`'s end. Returns true for the call that ended the last one: that caller
   // answers the request.

@@ -43,6 +43,44 @@ std::string_view BearerToken(const http::Request& req) {
   return Trim(v.substr(7));
 }
 
+// One entry of a key's `limits`.
+absl::Status ParseLimit(const std::string& what, const YAML::Node& value, const std::string& where,
+                        const KeyRules& rules, quota::KeyLimits& limits) {
+  auto whole = [&](int64_t max) -> absl::StatusOr<int64_t> {
+    const int64_t n = value.as<int64_t>();
+    if (n < 1 || n > max) {
+      return absl::InvalidArgumentError(StrCat(where, ": '", what, "' must be in 1..", max));
+    }
+    return n;
+  };
+  if ((what == "concurrent_jobs" || what == "queued_seconds") && !rules.job_limits) {
+    return absl::InvalidArgumentError(
+        StrCat(where, ": limit '", what,
+               "' cannot be enforced with a distributed queue (it does not count a tenant's "
+               "jobs); use requests_per_minute and images_per_day there"));
+  }
+  if (what == "requests_per_minute") {
+    KILN_ASSIGN_OR_RETURN(int64_t n, whole(1000000));
+    limits.requests_per_minute = static_cast<int>(n);
+  } else if (what == "concurrent_jobs") {
+    KILN_ASSIGN_OR_RETURN(int64_t n, whole(1000000));
+    limits.concurrent_jobs = static_cast<int>(n);
+  } else if (what == "images_per_day") {
+    KILN_ASSIGN_OR_RETURN(limits.images_per_day, whole(int64_t{1} << 40));
+  } else if (what == "queued_seconds") {
+    const double seconds = value.as<double>();
+    if (!(seconds > 0 && seconds <= 1e9)) {
+      return absl::InvalidArgumentError(StrCat(where, ": 'queued_seconds' must be in (0, 1e9]"));
+    }
+    limits.queued_seconds = seconds;
+  } else {
+    return absl::InvalidArgumentError(
+        StrCat(where, ": unknown limit '", what,
+               "' (requests_per_minute, concurrent_jobs, queued_seconds, images_per_day)"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::string TenantOfToken(std::string_view token) {
@@ -51,7 +89,8 @@ std::string TenantOfToken(std::string_view token) {
   return "key-" + Sha256Hex(token).substr(0, 16);
 }
 
-absl::StatusOr<std::vector<ApiKey>> ParseApiKeys(std::string_view yaml, std::string_view source) {
+absl::StatusOr<std::vector<ApiKey>> ParseApiKeys(std::string_view yaml, std::string_view source,
+                                                 KeyRules rules) {
   YAML::Node root;
   try {
     root = YAML::Load(std::string(yaml));
@@ -102,19 +141,8 @@ absl::StatusOr<std::vector<ApiKey>> ParseApiKeys(std::string_view yaml, std::str
             return absl::InvalidArgumentError(StrCat(where, ": 'limits' must be a map"));
           }
           for (const auto& limit : kv.second) {
-            const std::string what = limit.first.as<std::string>();
-            if (what != "requests_per_minute") {
-              return absl::InvalidArgumentError(StrCat(
-                  where, ": limit '", what,
-                  "' is not enforced yet by this version of Kiln (only requests_per_minute is); "
-                  "remove it rather than rely on it"));
-            }
-            const int rpm = limit.second.as<int>();
-            if (rpm < 1 || rpm > 1000000) {
-              return absl::InvalidArgumentError(
-                  StrCat(where, ": 'requests_per_minute' must be in 1..1000000"));
-            }
-            key.requests_per_minute = rpm;
+            KILN_RETURN_IF_ERROR(
+                ParseLimit(limit.first.as<std::string>(), limit.second, where, rules, key.limits));
           }
         } else {
           return absl::InvalidArgumentError(StrCat(where, ": unknown key '", name, "'"));
@@ -138,8 +166,9 @@ absl::StatusOr<std::vector<ApiKey>> ParseApiKeys(std::string_view yaml, std::str
   return keys;
 }
 
-absl::StatusOr<std::unique_ptr<ApiKeys>> ApiKeys::Load(const std::string& path) {
+absl::StatusOr<std::unique_ptr<ApiKeys>> ApiKeys::Load(const std::string& path, KeyRules rules) {
   auto keys = std::make_unique<ApiKeys>();
+  keys->rules_ = rules;
   if (!path.empty()) {
     keys->path_ = path;
     keys->enabled_ = true;
@@ -147,7 +176,7 @@ absl::StatusOr<std::unique_ptr<ApiKeys>> ApiKeys::Load(const std::string& path) 
     return keys;
   }
   if (const char* env = std::getenv("KILN_API_KEYS"); env && *env) {
-    KILN_ASSIGN_OR_RETURN(std::vector<ApiKey> parsed, ParseApiKeys(env, "$KILN_API_KEYS"));
+    KILN_ASSIGN_OR_RETURN(std::vector<ApiKey> parsed, ParseApiKeys(env, "$KILN_API_KEYS", rules));
     keys->enabled_ = true;
     keys->Set(std::move(parsed));
   }
@@ -160,7 +189,7 @@ absl::Status ApiKeys::Reload() {
   if (!in) return absl::NotFoundError(StrCat(path_, ": cannot be read"));
   std::ostringstream text;
   text << in.rdbuf();
-  KILN_ASSIGN_OR_RETURN(std::vector<ApiKey> parsed, ParseApiKeys(text.str(), path_));
+  KILN_ASSIGN_OR_RETURN(std::vector<ApiKey> parsed, ParseApiKeys(text.str(), path_, rules_));
   Set(std::move(parsed));
   return absl::OkStatus();
 }
@@ -183,8 +212,8 @@ RateDecision ApiKeys::Admit(const Caller& caller, int64_t now_ms) const {
   if (!enabled_ || caller.key.empty()) return {};
   absl::MutexLock lock(&mu_);
   auto key = by_hash_.find(caller.key);
-  if (key == by_hash_.end() || key->second.requests_per_minute == 0) return {};
-  const double rate = key->second.requests_per_minute;  // per minute; also the bucket's size
+  if (key == by_hash_.end() || key->second.limits.requests_per_minute == 0) return {};
+  const double rate = key->second.limits.requests_per_minute;  // per minute; also the bucket's size
   auto found = buckets_.find(caller.key);
   if (found == buckets_.end()) found = buckets_.emplace(caller.key, Bucket{rate, now_ms}).first;
   Bucket& b = found->second;
@@ -193,7 +222,7 @@ RateDecision ApiKeys::Admit(const Caller& caller, int64_t now_ms) const {
     b.last_ms = now_ms;
   }
   RateDecision d;
-  d.limit = key->second.requests_per_minute;
+  d.limit = key->second.limits.requests_per_minute;
   if (b.tokens >= 1.0) {
     b.tokens -= 1.0;
     return d;
@@ -201,6 +230,13 @@ RateDecision ApiKeys::Admit(const Caller& caller, int64_t now_ms) const {
   d.allowed = false;
   d.retry_after_seconds = std::max(1, static_cast<int>(std::ceil((1.0 - b.tokens) * 60.0 / rate)));
   return d;
+}
+
+quota::KeyLimits ApiKeys::LimitsOf(const Caller& caller) const {
+  if (!enabled_ || caller.key.empty()) return {};
+  absl::MutexLock lock(&mu_);
+  auto key = by_hash_.find(caller.key);
+  return key == by_hash_.end() ? quota::KeyLimits{} : key->second.limits;
 }
 
 size_t ApiKeys::size() const {

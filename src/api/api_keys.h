@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "http/message.h"
+#include "quota/quotas.h"
 
 namespace kiln::api {
 
@@ -27,7 +28,14 @@ struct ApiKey {
   std::string sha256;  // hex, of the key
   std::string tenant;
   bool admin = false;
-  int requests_per_minute = 0;  // 0: no limit
+  quota::KeyLimits limits;
+};
+
+// What the process can enforce, which decides which limits a keys file may set.
+struct KeyRules {
+  // The queue counts a tenant's jobs (the embedded queue; not the distributed one), as
+  // concurrent_jobs and queued_seconds need.
+  bool job_limits = true;
 };
 
 // Whether a request may go on under its key's rate limit.
@@ -42,16 +50,18 @@ struct RateDecision {
 //     - key: "sk-..."            # or key_sha256: "<64 hex digits>"
 //       tenant: team-a           # letters, digits, '.', '_', '-'; at most 64
 //       role: user               # user (default) | admin
-//       limits: {requests_per_minute: 600}
-// Errors name `source` and the entry. Limits other than requests_per_minute are refused: they
-// are not enforced yet.
-absl::StatusOr<std::vector<ApiKey>> ParseApiKeys(std::string_view yaml, std::string_view source);
+//       limits: {requests_per_minute: 600, concurrent_jobs: 4, queued_seconds: 300,
+//                images_per_day: 5000}
+// Errors name `source` and the entry; a limit `rules` say cannot be enforced is refused.
+absl::StatusOr<std::vector<ApiKey>> ParseApiKeys(std::string_view yaml, std::string_view source,
+                                                 KeyRules rules = {});
 
 class ApiKeys {
  public:
   ApiKeys() = default;  // no keys: authentication is off
   // Reads `path` when set, else $KILN_API_KEYS when set; neither: off.
-  static absl::StatusOr<std::unique_ptr<ApiKeys>> Load(const std::string& path);
+  static absl::StatusOr<std::unique_ptr<ApiKeys>> Load(const std::string& path,
+                                                       KeyRules rules = {});
   // Reads the file again (SIGHUP); on an error the keys in use stay.
   absl::Status Reload();
 
@@ -63,6 +73,8 @@ class ApiKeys {
   // Counts one request of `caller` against its key's requests_per_minute (a token bucket that
   // holds a minute's worth and refills continuously). `now_ms`: any monotonic milliseconds.
   RateDecision Admit(const Caller& caller, int64_t now_ms) const;
+  // The limits of `caller`'s key (none without keys, or for a key no longer listed).
+  quota::KeyLimits LimitsOf(const Caller& caller) const;
 
  private:
   struct Bucket {
@@ -73,6 +85,7 @@ class ApiKeys {
 
   bool enabled_ = false;
   std::string path_;
+  KeyRules rules_;
   mutable absl::Mutex mu_;
   std::unordered_map<std::string, ApiKey> by_hash_ ABSL_GUARDED_BY(mu_);
   // By key hash. Use, not configuration: it changes under a const ApiKeys.

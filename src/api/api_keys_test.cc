@@ -29,8 +29,14 @@ TEST(ApiKeys, ParsesKeysAndHashesAndRefusesWhatItCannotHonour) {
       {"keys: [{tenant: a}]", "needs 'key'"},
       {"keys: [{key_sha256: abc, tenant: a}]", "64 hex"},
       {"keys: [{key: \"sk-0123456789abcdef\", tenant: a, role: root}]", "'role'"},
-      {"keys: [{key: \"sk-0123456789abcdef\", tenant: a, limits: {images_per_day: 5}}]",
-       "not enforced"},
+      {"keys: [{key: \"sk-0123456789abcdef\", tenant: a, limits: {images_per_hour: 5}}]",
+       "unknown limit"},
+      {"keys: [{key: \"sk-0123456789abcdef\", tenant: a, limits: {concurrent_jobs: -1}}]",
+       "'concurrent_jobs' must be in"},
+      {"keys: [{key: \"sk-0123456789abcdef\", tenant: a, limits: {queued_seconds: 0}}]",
+       "'queued_seconds' must be in"},
+      {"keys: [{key: \"sk-0123456789abcdef\", tenant: a, limits: {images_per_day: many}}]",
+       "keys[0]"},
       {"keys: [{key: \"sk-0123456789abcdef\", tenant: a, limits: {requests_per_minute: 0}}]",
        "1..1000000"},
       {"keys: [{key: \"sk-0123456789abcdef\", tenant: a, colour: red}]", "unknown key"},
@@ -47,6 +53,27 @@ TEST(ApiKeys, ParsesKeysAndHashesAndRefusesWhatItCannotHonour) {
     EXPECT_NE(r.status().message().find(want), std::string::npos) << yaml << ": " << r.status();
     EXPECT_NE(r.status().message().find("keys.yaml"), std::string::npos) << r.status();
   }
+}
+
+TEST(ApiKeys, LimitsAreReadAndThoseTheQueueCannotCountAreRefusedWhereItCannot) {
+  const std::string yaml =
+      "keys: [{key: \"sk-0123456789abcdef\", tenant: a, limits: {requests_per_minute: 60, "
+      "concurrent_jobs: 4, queued_seconds: 12.5, images_per_day: 1000}}]";
+  auto keys = ParseApiKeys(yaml, "keys.yaml");
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  const quota::KeyLimits& l = (*keys)[0].limits;
+  EXPECT_EQ(l.requests_per_minute, 60);
+  EXPECT_EQ(l.concurrent_jobs, 4);
+  EXPECT_DOUBLE_EQ(l.queued_seconds, 12.5);
+  EXPECT_EQ(l.images_per_day, 1000);
+  // The distributed queue does not count a tenant's jobs.
+  auto distributed = ParseApiKeys(yaml, "keys.yaml", KeyRules{.job_limits = false});
+  ASSERT_FALSE(distributed.ok());
+  EXPECT_NE(distributed.status().message().find("distributed queue"), std::string::npos);
+  EXPECT_TRUE(ParseApiKeys("keys: [{key: \"sk-0123456789abcdef\", tenant: a, limits: "
+                           "{images_per_day: 5, requests_per_minute: 5}}]",
+                           "keys.yaml", KeyRules{.job_limits = false})
+                  .ok());
 }
 
 TEST(ApiKeys, WithoutKeysEveryCallerIsAnAdminNamedByItsTokenHash) {

@@ -91,7 +91,19 @@ http::Response HandleCreateBatch(const ApiContext& ctx, const http::Request& req
     subs.push_back(std::move(s));
   }
   if (subs.empty()) return ErrorResponse(InvalidField("body", "the batch has no requests"));
+  int64_t images = 0;
+  double cost = 0;
+  for (const sched::JobSubmission& s : subs) {
+    auto one = ctx.scheduler->EstimateCost(s.model, s.request);
+    if (!one.ok()) return ErrorResponse(one.status());
+    cost += *one;
+    images += s.request.n;
+  }
+  // Held until SubmitBatch returns: from then on the queue counts the jobs.
+  auto ticket = AdmitWork(ctx, req, static_cast<int>(subs.size()), images, cost);
+  if (!ticket.ok()) return ErrorResponse(ticket.status());
   auto batch = ctx.jobs->SubmitBatch(std::move(subs), nlohmann::json::object());
+  if (!batch.ok()) ticket->Refund();
   if (!batch.ok()) return ErrorResponse(batch.status());
   auto counts = ctx.queue->BatchCounts(batch->id);
   if (!counts.ok()) return ErrorResponse(counts.status());

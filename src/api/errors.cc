@@ -95,6 +95,12 @@ http::Response ErrorResponse(const absl::Status& status) {
   http::Response r = Render(code, std::string(status.message()),
                             field ? nlohmann::json(*field) : nlohmann::json(nullptr), error_code);
   if (auto retry = RetryAfterOf(status)) r.headers.emplace_back("Retry-After", StrCat(*retry));
+  if (auto limit = RateLimitOf(status)) {
+    r.headers.emplace_back("RateLimit-Limit", StrCat(limit->limit));
+    r.headers.emplace_back("RateLimit-Remaining", StrCat(limit->remaining));
+    if (auto retry = RetryAfterOf(status))
+      r.headers.emplace_back("RateLimit-Reset", StrCat(*retry));
+  }
   return r;
 }
 

@@ -68,6 +68,11 @@ http::Response Unauthorized(const absl::Status& status);
 Caller CallerOf(const ApiContext& ctx, const http::Request& req);
 // CallerOf(...).tenant: whose work a request is, for fair sharing and isolation.
 std::string TenantOf(const ApiContext& ctx, const http::Request& req);
+// Admits the work a request asks for (`jobs` jobs or sync generations, `images` images,
+// `cost_seconds` estimated device-seconds) under the quotas of its key: 429 over a limit.
+// Without keys or quotas the ticket holds nothing.
+absl::StatusOr<quota::QuotaTicket> AdmitWork(const ApiContext& ctx, const http::Request& req,
+                                             int jobs, int64_t images, double cost_seconds);
 // Who may call a route: anyone (probes, the page, the API description), a key holder, an admin,
 // or (operator routes: metrics, autoscaling) an admin or a process on this machine, so that
 // local scrapers and exporters need no key. Without API keys every caller is an admin.

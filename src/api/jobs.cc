@@ -117,7 +117,13 @@ http::Response HandleCreateJob(const ApiContext& ctx, const http::Request& req) 
   s.webhook = request->webhook;
   s.idempotency_key = idempotency_key;
   s.seed_given = request->seed_given;
+  auto cost = ctx.scheduler->EstimateCost(s.model, s.request);
+  if (!cost.ok()) return ErrorResponse(cost.status());
+  // Held until Submit returns: from then on the queue counts the job.
+  auto ticket = AdmitWork(ctx, req, 1, s.request.n, *cost);
+  if (!ticket.ok()) return ErrorResponse(ticket.status());
   auto result = ctx.jobs->Submit(std::move(s));
+  if (!result.ok() || !result->created) ticket->Refund();  // nothing new will run
   if (!result.ok()) return ErrorResponse(result.status());
   http::Response r = http::Response::Json(result->created ? 202 : 200,
                                           ctx.jobs->JobJson(result->job, BaseUrl(req)).dump());

@@ -92,6 +92,11 @@ http::Response RunSync(const ApiContext& ctx, ImageRequest request, const http::
   auto cost = ctx.scheduler->EstimateCost(request.model, request.generation);
   if (!cost.ok()) return ErrorResponse(cost.status());
   item->cost = *cost;
+  auto ticket = AdmitWork(ctx, req, 1, request.generation.n, *cost);
+  if (!ticket.ok()) return ErrorResponse(ticket.status());
+  // Held until the generation ends: a sync generation counts against concurrent_jobs while it
+  // runs, and gives its images back to the day when it fails.
+  auto quota = std::make_shared<quota::QuotaTicket>(std::move(*ticket));
   // Encoding a few small PNGs inline on the replica costs less than a thread hop.
   item->inline_done = request.response_format == ResponseFormat::kB64Json &&
                       int64_t{request.generation.n} * request.generation.size.width *
@@ -100,12 +105,14 @@ http::Response RunSync(const ApiContext& ctx, ImageRequest request, const http::
   const int64_t deadline = request.deadline_ms > 0 ? UnixMillis() + request.deadline_ms : 0;
   const std::string base_url = BaseUrl(req);
   http::Response r;
-  r.deferred = [&ctx, item, deadline, base_url,
+  r.deferred = [&ctx, item, deadline, base_url, quota,
                 request =
                     std::make_shared<ImageRequest>(std::move(request))](http::Responder respond) {
     const auto start = std::chrono::steady_clock::now();
-    item->on_done = [&ctx, request, base_url, respond, start](
+    item->on_done = [&ctx, request, base_url, respond, start, quota](
                         sched::WorkItem& w, absl::StatusOr<std::vector<engine::Image>> images) {
+      if (!images.ok()) quota->Refund();
+      *quota = quota::QuotaTicket();  // the generation no longer counts
       if (!images.ok() && w.client_gone) {
         log::Info("generation cancelled: the client closed its connection",
                   {{"id", w.id}, {"trace_id", w.trace.trace_id}, {"model", request->model}});
@@ -125,6 +132,8 @@ http::Response RunSync(const ApiContext& ctx, ImageRequest request, const http::
       respond(ImagesResponse(ctx, *request, w.id, w.tenant, base_url, *images, seconds, w.trace));
     };
     if (absl::Status s = ctx.scheduler->SubmitSync(item, deadline); !s.ok()) {
+      quota->Refund();
+      *quota = quota::QuotaTicket();
       respond(ErrorResponse(s));
     }
   };

@@ -94,19 +94,29 @@ http::Handler Guarded(const ApiContext& ctx, Access access, http::Handler handle
                                  .count();
       const RateDecision d = c->keys->Admit(*caller, now_ms);
       if (!d.allowed) {
-        http::Response limited = ErrorResponse(WithRetryAfter(
-            absl::ResourceExhaustedError(StrCat("this API key's requests_per_minute (", d.limit,
-                                                ") is used up; retry in ", d.retry_after_seconds,
-                                                " s")),
-            d.retry_after_seconds));
-        limited.headers.emplace_back("RateLimit-Limit", StrCat(d.limit));
-        limited.headers.emplace_back("RateLimit-Remaining", "0");
-        limited.headers.emplace_back("RateLimit-Reset", StrCat(d.retry_after_seconds));
-        return limited;
+        return ErrorResponse(WithRateLimit(
+            WithRetryAfter(absl::ResourceExhaustedError(
+                               StrCat("this API key's requests_per_minute (", d.limit,
+                                      ") is used up; retry in ", d.retry_after_seconds, " s")),
+                           d.retry_after_seconds),
+            {d.limit, 0}));
       }
     }
     return handler(r, p);
   };
+}
+
+absl::StatusOr<quota::QuotaTicket> AdmitWork(const ApiContext& ctx, const http::Request& req,
+                                             int jobs, int64_t images, double cost_seconds) {
+  if (!ctx.keys || !ctx.keys->enabled() || !ctx.quotas) return quota::QuotaTicket();
+  const Caller caller = CallerOf(ctx, req);
+  quota::Demand demand;
+  demand.key = caller.key;
+  demand.tenant = caller.tenant;
+  demand.jobs = jobs;
+  demand.images = images;
+  demand.cost_seconds = cost_seconds;
+  return ctx.quotas->Admit(ctx.keys->LimitsOf(caller), demand);
 }
 
 std::string BaseUrl(const http::Request& req) {

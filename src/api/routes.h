@@ -58,6 +58,7 @@ struct ApiContext {
   scale::AutoscalePolicy autoscale;            // GET /v1/autoscale
   const Dependencies* dependencies = nullptr;  // null: only the models decide readiness
   const ApiKeys* keys = nullptr;               // null or disabled: no authentication
+  quota::Quotas* quotas = nullptr;             // null: the keys' work quotas are not checked
   UrlSigner file_urls;                         // with keys: signs the file URLs handed out
   size_t max_json_bytes = 1 << 20;             // /v1/images/generations bodies
   size_t max_multipart_bytes = 24 << 20;       // /v1/images/edits and /v1/jobs bodies

@@ -26,6 +26,7 @@
 #include "api/routes.h"
 #include "cli/commands.h"
 #include "core/crypto.h"
+#include "core/ids.h"
 #include "core/logging.h"
 #include "core/strings.h"
 #include "core/url_signer.h"
@@ -35,6 +36,8 @@
 #include "http/client.h"
 #include "http/server.h"
 #include "queue/job_queue.h"
+#include "quota/quotas.h"
+#include "quota/usage_ledger.h"
 #include "sched/job_events.h"
 #include "sched/job_service.h"
 #include "sched/preemption_watch.h"
@@ -300,7 +303,9 @@ int RunServe(ServeOptions o) {
     }
   }
   // Who may call: API keys, or nobody beyond this machine unless the operator says so.
-  auto keys = api::ApiKeys::Load(o.api_keys);
+  // The distributed queue does not count a tenant's jobs: keys there may not set the limits
+  // that need the count.
+  auto keys = api::ApiKeys::Load(o.api_keys, api::KeyRules{.job_limits = !distributed});
   if (!keys.ok()) {
     log::Error("cannot read the API keys", {{"error", Message(keys.status())}});
     return 2;
@@ -468,6 +473,18 @@ int RunServe(ServeOptions o) {
     }
     file_urls = UrlSigner(*url_key, 24 * 3600);
   }
+  // Per-key quotas; the daily image counts outlive restarts in the data directory. Declared
+  // before the scheduler: the work it holds keeps quota tickets.
+  std::unique_ptr<quota::UsageLedger> ledger;
+  if ((*keys)->enabled() && !worker) {
+    auto opened = quota::UsageLedger::Open((data / "usage.db").string());
+    if (!opened.ok()) {
+      log::Error("cannot open the usage ledger", {{"error", Message(opened.status())}});
+      return 1;
+    }
+    ledger = std::move(*opened);
+  }
+  quota::Quotas quotas(q, ledger.get(), [] { return UnixMillis(); });
   sched::JobServiceOptions jo;
   jo.file_urls = file_urls;
   jo.max_attempts = o.max_attempts;
@@ -497,6 +514,7 @@ int RunServe(ServeOptions o) {
   context.web_dir = o.web_dir;
   context.webhook_policy = *webhook_policy;
   context.keys = keys->get();
+  context.quotas = &quotas;
   context.file_urls = file_urls;
   context.dependencies = &dependencies;
   context.autoscale = {o.autoscale_target_seconds, o.autoscale_min_replicas,

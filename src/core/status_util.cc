@@ -10,6 +10,12 @@ namespace {
 constexpr absl::string_view kFieldPayload = "kiln.dev/field";
 constexpr absl::string_view kHttpPayload = "kiln.dev/http-status";
 constexpr absl::string_view kRetryPayload = "kiln.dev/retry-after";
+constexpr absl::string_view kRateLimitPayload = "kiln.dev/rate-limit";
+
+bool ParseInt64(std::string_view text, int64_t* out) {
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), *out);
+  return ec == std::errc() && ptr == text.data() + text.size() && !text.empty();
+}
 
 std::optional<int> IntPayload(const absl::Status& status, absl::string_view url) {
   auto payload = status.GetPayload(url);
@@ -53,6 +59,26 @@ absl::Status WithRetryAfter(absl::Status status, int seconds) {
 
 std::optional<int> RetryAfterOf(const absl::Status& status) {
   return IntPayload(status, kRetryPayload);
+}
+
+absl::Status WithRateLimit(absl::Status status, RateLimitInfo info) {
+  status.SetPayload(kRateLimitPayload, absl::Cord(StrCat(info.limit, ",", info.remaining)));
+  return status;
+}
+
+std::optional<RateLimitInfo> RateLimitOf(const absl::Status& status) {
+  auto payload = status.GetPayload(kRateLimitPayload);
+  if (!payload) return std::nullopt;
+  const std::string text(*payload);
+  const size_t comma = text.find(',');
+  if (comma == std::string::npos) return std::nullopt;
+  RateLimitInfo info;
+  const std::string_view view(text);
+  if (!ParseInt64(view.substr(0, comma), &info.limit) ||
+      !ParseInt64(view.substr(comma + 1), &info.remaining)) {
+    return std::nullopt;
+  }
+  return info;
 }
 
 absl::Status Annotate(const absl::Status& status, std::string_view context) {

@@ -2,6 +2,7 @@
 // request field they are about. Stateless; thread-safe.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -43,6 +44,15 @@ std::optional<int> HttpStatusOf(const absl::Status& status);
 // Attaches a Retry-After (seconds) to an error, for 429 and 503 answers.
 absl::Status WithRetryAfter(absl::Status status, int seconds);
 std::optional<int> RetryAfterOf(const absl::Status& status);
+
+// Attaches what a rate limit or quota allows and what is left of it (RateLimit-Limit and
+// RateLimit-Remaining; RateLimit-Reset is the Retry-After), for 429 answers.
+struct RateLimitInfo {
+  int64_t limit = 0;
+  int64_t remaining = 0;
+};
+absl::Status WithRateLimit(absl::Status status, RateLimitInfo info);
+std::optional<RateLimitInfo> RateLimitOf(const absl::Status& status);
 
 // Adds context in front of an error's message, keeping its code and payloads.
 absl::Status Annotate(const absl::Status& status, std::string_view context);

@@ -85,6 +85,12 @@ struct ModelBacklog {
   std::map<PriorityClass, double> queued_cost_by_class;
 };
 
+// A tenant's unfinished jobs, for its key's quotas.
+struct TenantWork {
+  int open = 0;            // queued or running
+  double queued_cost = 0;  // device-seconds of the queued ones
+};
+
 // Where a queued job stands: the jobs that will be claimed before it.
 struct QueuePosition {
   int ahead = 0;
@@ -149,6 +155,9 @@ class JobQueue {
   // Unimplemented where counting would read every record (the distributed queue).
   virtual absl::StatusOr<std::map<JobState, int>> StateCounts(const std::string& model) = 0;
   virtual absl::StatusOr<QueuePosition> Position(const Job& job) = 0;
+  // The tenant's queued and running jobs (all models). Unimplemented where counting would read
+  // every record (the distributed queue).
+  virtual absl::StatusOr<TenantWork> OpenWork(const std::string& tenant) = 0;
 
   // Retention: deletes up to `limit` final jobs that finished before `finished_before_ms`, and
   // batches left with no job, and returns the deleted jobs' ids (their files go next).

@@ -238,6 +238,82 @@ TEST_F(AuthTest, SighupReloadsTheKeysAndABrokenFileKeepsTheOldOnes) {
   EXPECT_EQ(Get("/v1/models", kAlice).status, 200);
 }
 
+// The work quotas of a key on a real server: what can never fit, a day's images that outlast a
+// restart, and limits reached through every API family.
+TEST(AuthQuotas, DailyImagesOutlastARestartAndWorkOverALimitIsA429) {
+  const fs::path dir = fs::temp_directory_path() / ("kiln-quotas-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  constexpr char kErin[] = "erin-key-0123456789a";
+  constexpr char kFrank[] = "frank-key-0123456789";
+  std::ofstream(dir / "keys.yaml")
+      << "keys:\n"
+      << "  - {key: \"" << kErin
+      << "\", tenant: erin, limits: {concurrent_jobs: 2, images_per_day: 3}}\n"
+      << "  - {key: \"" << kFrank << "\", tenant: frank, limits: {queued_seconds: 0.000001}}\n";
+  const std::vector<std::string> args = {"--models",   TestModelsDir(),
+                                         "--api-keys", (dir / "keys.yaml").string(),
+                                         "--data",     (dir / "data").string()};
+  auto generate = [](const ServerProcess& server, const char* key, int n) {
+    const json body = {{"prompt", "a red circle"},
+                       {"model", "test-pixel"},
+                       {"steps", 2},
+                       {"n", n},
+                       {"response_format", "b64_json"}};
+    return HttpRequest(
+        "POST", server.url() + "/v1/images/generations", body.dump(),
+        {std::string("Authorization: Bearer ") + key, "Content-Type: application/json"});
+  };
+  {
+    ServerProcess server(args);
+    ASSERT_TRUE(server.started()) << server.log();
+    // Three A1111 iterations are three jobs at once: more than concurrent_jobs ever allows.
+    const json a1111 = {{"prompt", "a red circle"}, {"steps", 2}, {"n_iter", 3}};
+    HttpResult wide = HttpRequest(
+        "POST", server.url() + "/sdapi/v1/txt2img", a1111.dump(),
+        {std::string("Authorization: Bearer ") + kErin, "Content-Type: application/json"});
+    EXPECT_EQ(wide.status, 429) << wide.body;
+    EXPECT_NE(Body(wide)["error"]["message"].get<std::string>().find("concurrent_jobs"),
+              std::string::npos);
+    EXPECT_EQ(wide.headers["ratelimit-limit"], "2");
+    EXPECT_EQ(wide.headers.count("retry-after"), 0u) << "retrying cannot help";
+
+    EXPECT_EQ(generate(server, kErin, 2).status, 200);
+    HttpResult over = generate(server, kErin, 2);
+    EXPECT_EQ(over.status, 429) << over.body;
+    EXPECT_NE(over.body.find("images_per_day"), std::string::npos) << over.body;
+    EXPECT_EQ(over.headers["ratelimit-limit"], "3");
+    EXPECT_EQ(over.headers["ratelimit-remaining"], "1");
+    EXPECT_GE(std::stoi(over.headers["retry-after"]), 1);  // at 00:00 UTC
+    EXPECT_EQ(over.headers["ratelimit-reset"], over.headers["retry-after"]);
+
+    // A queued-seconds limit below any request's cost refuses jobs too.
+    const json job = {{"prompt", "a red circle"}, {"model", "test-pixel"}, {"steps", 2}};
+    HttpResult costly = HttpRequest(
+        "POST", server.url() + "/v1/jobs", job.dump(),
+        {std::string("Authorization: Bearer ") + kFrank, "Content-Type: application/json"});
+    EXPECT_EQ(costly.status, 429) << costly.body;
+    EXPECT_NE(costly.body.find("queued_seconds"), std::string::npos) << costly.body;
+    server.Signal(SIGTERM);
+    EXPECT_EQ(server.Wait(std::chrono::seconds(30)), 0) << server.log();
+  }
+  {
+    ServerProcess server(args);  // the same data directory
+    ASSERT_TRUE(server.started()) << server.log();
+    HttpResult still = generate(server, kErin, 2);
+    EXPECT_EQ(still.status, 429) << "the day's count survived the restart: " << still.body;
+    EXPECT_EQ(still.headers["ratelimit-remaining"], "1");
+    EXPECT_EQ(generate(server, kErin, 1).status, 200);
+    // The async API counts against the same day.
+    const json job = {{"prompt", "a red circle"}, {"model", "test-pixel"}, {"steps", 2}};
+    HttpResult none = HttpRequest(
+        "POST", server.url() + "/v1/jobs", job.dump(),
+        {std::string("Authorization: Bearer ") + kErin, "Content-Type: application/json"});
+    EXPECT_EQ(none.status, 429) << none.body;
+    EXPECT_EQ(none.headers["ratelimit-remaining"], "0");
+  }
+  fs::remove_all(dir);
+}
+
 TEST(AuthStartup, WithoutKeysTheServerRefusesToListenBeyondLoopback) {
   // 192.0.2.1 (TEST-NET-1) is never bound: the server refuses before it tries.
   CommandResult r =

@@ -793,8 +793,10 @@ responses = {
                              "content": ERR},
     "TooManyRequests": {"description": "Admission refused: the model's queue is full, or "
                                        "`deadline_ms` cannot be met; or the API key's "
-                                       "requests_per_minute is used up (with RateLimit-* "
-                                       "headers).",
+                                       "requests_per_minute, concurrent_jobs, "
+                                       "queued_seconds or images_per_day is used up (with "
+                                       "RateLimit-* headers; no Retry-After when the request "
+                                       "alone is over the limit).",
                         "headers": {"Retry-After": RETRY_AFTER},
                         "content": ERR},
     "HeadersTooLarge": {"description": "Request headers (or chunk metadata) over 16 KiB.",

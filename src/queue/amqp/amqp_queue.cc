@@ -458,6 +458,12 @@ class AmqpJobQueue final : public JobQueue {
     return absl::UnimplementedError("the distributed queue does not count jobs by state");
   }
 
+  // Counting a tenant's jobs would read every record: the distributed mode does not, and
+  // refuses the per-key limits that need it (ApiKeys, QuotaNeeds).
+  absl::StatusOr<TenantWork> OpenWork(const std::string&) override {
+    return absl::UnimplementedError("the distributed queue does not count a tenant's jobs");
+  }
+
   absl::StatusOr<QueuePosition> Position(const Job& job) override {
     KILN_ASSIGN_OR_RETURN(amqp::QueueStats stats, broker_->Stats(job.spec.model));
     absl::MutexLock lock(&mu_);

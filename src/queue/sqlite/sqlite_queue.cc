@@ -53,6 +53,7 @@ CREATE INDEX IF NOT EXISTS jobs_claim ON jobs(model, state, klass, priority, seq
 CREATE INDEX IF NOT EXISTS jobs_batch ON jobs(batch_id) WHERE batch_id <> '';
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, lease_until_ms);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(finished_ms) WHERE state >= 2;
+CREATE INDEX IF NOT EXISTS jobs_open_by_tenant ON jobs(tenant, state) WHERE state IN (0,1);
 CREATE TABLE IF NOT EXISTS batches (
   id TEXT PRIMARY KEY,
   model TEXT NOT NULL,
@@ -423,6 +424,21 @@ class SqliteQueue final : public JobQueue {
         ids,
         "UPDATE jobs SET state=3, finished_ms=?1, error='the deadline passed before "
         "the job could start', error_code='deadline_exceeded' WHERE id=?2 AND state=0");
+  }
+
+  absl::StatusOr<TenantWork> OpenWork(const std::string& tenant) override {
+    absl::MutexLock lock(&mu_);
+    Stmt s(db_,
+           "SELECT COUNT(*), COALESCE(SUM(CASE WHEN state=0 THEN cost ELSE 0 END), 0) FROM jobs "
+           "WHERE tenant=?1 AND state IN (0,1)");
+    s.Bind(1, tenant);
+    KILN_ASSIGN_OR_RETURN(bool row, s.Next());
+    TenantWork w;
+    if (row) {
+      w.open = static_cast<int>(s.Int(0));
+      w.queued_cost = s.Double(1);
+    }
+    return w;
   }
 
   absl::StatusOr<ModelBacklog> Backlog(const std::string& model) override {
