@@ -14,6 +14,8 @@ PACKAGES=(
   libboost1.74-dev libabsl-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev libyaml-cpp-dev
   # queue, store, webhooks
   libsqlite3-dev libcurl4-openssl-dev libssl-dev
+  # TLS tests make their certificates with the openssl command
+  openssl
   # distributed mode: the RabbitMQ client library, and a broker for its tests
   librabbitmq-dev rabbitmq-server
   # images

@@ -8,25 +8,45 @@ namespace kiln::api {
 
 http::Router MakeRouter() { return http::Router(RenderHttpError); }
 
-void AddWorkerRoutes(http::Router& router, const ApiContext& ctx) {
+namespace {
+
+void AddProbes(http::Router& router, const ApiContext& ctx) {
   const ApiContext* c = &ctx;
   using P = http::PathParams;
   using R = http::Request;
   router.Add("GET", "/healthz", [c](const R& r, const P&) { return HandleHealthz(*c, r); });
   router.Add("GET", "/readyz", [c](const R& r, const P&) { return HandleReadyz(*c, r); });
-  router.Add("GET", "/metrics", Guarded(ctx, Access::kOperator, [c](const R& r, const P&) {
-               return HandleMetrics(*c, r);
-             }));
 }
 
-void AddRoutes(http::Router& router, const ApiContext& ctx) {
+// /metrics, and /v1/autoscale where `autoscale`, behind `access`.
+void AddOperatorRoutes(http::Router& router, const ApiContext& ctx, Access access, bool autoscale) {
+  const ApiContext* c = &ctx;
+  using P = http::PathParams;
+  using R = http::Request;
+  router.Add("GET", "/metrics",
+             Guarded(ctx, access, [c](const R& r, const P&) { return HandleMetrics(*c, r); }));
+  if (!autoscale) return;
+  router.Add("GET", "/v1/autoscale",
+             Guarded(ctx, access, [c](const R& r, const P&) { return HandleAutoscale(*c, r); }));
+}
+
+}  // namespace
+
+void AddWorkerRoutes(http::Router& router, const ApiContext& ctx, bool operator_routes) {
+  AddProbes(router, ctx);
+  if (operator_routes) AddOperatorRoutes(router, ctx, Access::kOperator, /*autoscale=*/false);
+}
+
+void AddAdminRoutes(http::Router& router, const ApiContext& ctx, bool autoscale) {
+  AddProbes(router, ctx);
+  AddOperatorRoutes(router, ctx, Access::kPublic, autoscale);
+}
+
+void AddRoutes(http::Router& router, const ApiContext& ctx, bool operator_routes) {
   const ApiContext* c = &ctx;
   using P = http::PathParams;
   using R = http::Request;
   const auto user = [&ctx](http::Handler h) { return Guarded(ctx, Access::kUser, std::move(h)); };
-  const auto operator_only = [&ctx](http::Handler h) {
-    return Guarded(ctx, Access::kOperator, std::move(h));
-  };
   // Parses at most 1 MiB of JSON, then defers to the scheduler: safe on the I/O thread.
   router.Add("POST", "/v1/images/generations",
              user([c](const R& r, const P&) { return HandleImageGenerations(*c, r); }),
@@ -37,13 +57,10 @@ void AddRoutes(http::Router& router, const ApiContext& ctx) {
              user([c](const R& r, const P&) { return HandleListModels(*c, r); }));
   router.Add("GET", "/v1/models/{id}",
              user([c](const R&, const P& p) { return HandleGetModel(*c, p.at("id")); }));
-  // Probes, the page and the API description are public; the operator's routes need an admin.
-  router.Add("GET", "/healthz", [c](const R& r, const P&) { return HandleHealthz(*c, r); });
-  router.Add("GET", "/readyz", [c](const R& r, const P&) { return HandleReadyz(*c, r); });
-  router.Add("GET", "/v1/autoscale",
-             operator_only([c](const R& r, const P&) { return HandleAutoscale(*c, r); }));
-  router.Add("GET", "/metrics",
-             operator_only([c](const R& r, const P&) { return HandleMetrics(*c, r); }));
+  // Probes, the page and the API description are public; the operator's routes need an admin
+  // (or a loopback peer), unless they moved to a listener of their own.
+  AddProbes(router, ctx);
+  if (operator_routes) AddOperatorRoutes(router, ctx, Access::kOperator, /*autoscale=*/true);
   router.Add("GET", "/", [c](const R& r, const P&) { return HandleUi(*c, r, "index.html"); });
   // The OpenAPI 3.1 description of every route here (web/openapi.json, embedded).
   router.Add("GET", "/openapi.json",

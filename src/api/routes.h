@@ -72,8 +72,13 @@ struct ApiContext {
 // A router whose errors use the OpenAI error shape.
 http::Router MakeRouter();
 
-void AddRoutes(http::Router& router, const ApiContext& context);
+// Every route. `operator_routes` false: /metrics and /v1/autoscale are on an admin listener
+// instead (AddAdminRoutes), and this one answers them 404.
+void AddRoutes(http::Router& router, const ApiContext& context, bool operator_routes = true);
 // A worker's port: /healthz, /readyz and /metrics only (probes and scrapes; no API).
-void AddWorkerRoutes(http::Router& router, const ApiContext& context);
+void AddWorkerRoutes(http::Router& router, const ApiContext& context, bool operator_routes = true);
+// The admin listener (--admin-port): probes, /metrics and (gateways) /v1/autoscale, open to
+// whoever reaches it: the operator keeps it on a private address or network.
+void AddAdminRoutes(http::Router& router, const ApiContext& context, bool autoscale);
 
 }  // namespace kiln::api

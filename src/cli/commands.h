@@ -33,9 +33,16 @@ struct ServeOptions {
   int grace_seconds = 30;
   int max_queued_jobs = 10000;
   int max_queued_sync = 64;
-  int idle_spin_us = 200;         // an idle replica polls its queue this long before sleeping
-  int read_timeout_seconds = 60;  // to receive one whole request head, and then its body
-  int idle_timeout_seconds = 75;  // a keep-alive connection between requests
+  int idle_spin_us = 200;  // an idle replica polls its queue this long before sleeping
+  // HTTPS on the API listener: PEM certificate chain and key (both, or neither).
+  std::string tls_cert;
+  std::string tls_key;
+  // A separate listener for /metrics and /v1/autoscale (and probes), without keys; -1: none
+  // (they stay on the API port behind an admin key); 0: a free port.
+  int admin_port = -1;
+  std::string admin_host = "127.0.0.1";
+  int read_timeout_seconds = 60;         // to receive one whole request head, and then its body
+  int idle_timeout_seconds = 75;         // a keep-alive connection between requests
   double autoscale_target_seconds = 60;  // backlog one replica may carry (GET /v1/autoscale)
   int autoscale_min_replicas = 0;
   int autoscale_max_replicas = 16;

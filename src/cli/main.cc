@@ -65,6 +65,15 @@ int main(int argc, char** argv) {
     cmd->add_option("--max-queued-sync", serve.max_queued_sync,
                     "Waiting sync requests per model before 429")
         ->check(CLI::Range(1, 100000));
+    cmd->add_option("--tls-cert", serve.tls_cert,
+                    "Serve HTTPS: PEM certificate chain (leaf first); needs --tls-key");
+    cmd->add_option("--tls-key", serve.tls_key, "Serve HTTPS: PEM private key of --tls-cert");
+    cmd->add_option("--admin-port", serve.admin_port,
+                    "Serve /metrics and /v1/autoscale (and probes) on this port, without keys, "
+                    "instead of on the API port (-1 = off, 0 = a free port)")
+        ->check(CLI::Range(-1, 65535));
+    cmd->add_option("--admin-host", serve.admin_host, "Address of the --admin-port listener")
+        ->capture_default_str();
     cmd->add_option("--read-timeout-seconds", serve.read_timeout_seconds,
                     "A request's head, and then its body, must arrive within this (slow clients "
                     "are cut off)")

@@ -194,6 +194,14 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o,
         set_int(o.max_queued_sync);
       else if (key == "idle_spin_us")
         set_int(o.idle_spin_us);
+      else if (key == "tls_cert")
+        set_str(o.tls_cert);
+      else if (key == "tls_key")
+        set_str(o.tls_key);
+      else if (key == "admin_port")
+        set_int(o.admin_port);
+      else if (key == "admin_host")
+        set_str(o.admin_host);
       else if (key == "read_timeout_seconds")
         set_int(o.read_timeout_seconds);
       else if (key == "idle_timeout_seconds")
@@ -249,6 +257,7 @@ std::string ApplyServeConfig(const std::string& path, ServeOptions& o,
   // The same ranges as the command-line flags (main.cc).
   const std::vector<std::tuple<const char*, int, int, int>> ints = {
       {"port", o.port, 0, 65535},
+      {"admin_port", o.admin_port, -1, 65535},
       {"replicas", o.replicas, 1, 64},
       {"prefetch", o.prefetch, 0, 65535},
       {"delivery_limit", o.delivery_limit, 1, 1000},
@@ -361,10 +370,31 @@ int RunServe(ServeOptions o) {
   options.read_timeout = std::chrono::seconds(o.read_timeout_seconds);
   options.idle_timeout = std::chrono::seconds(o.idle_timeout_seconds);
   options.observer = api::HttpObserver(metrics, tracer);
+  options.tls_cert_file = o.tls_cert;
+  options.tls_key_file = o.tls_key;
   auto server = http::Server::Listen(options, router);
   if (!server.ok()) {
     log::Error("cannot start the server", {{"error", Message(server.status())}});
     return 1;
+  }
+  // The operator's listener, when asked for: plain HTTP, no keys, its own address.
+  http::Router admin_router = api::MakeRouter();
+  std::unique_ptr<http::Server> admin;
+  if (o.admin_port >= 0) {
+    http::ServerOptions ao;
+    ao.host = o.admin_host;
+    ao.port = static_cast<uint16_t>(o.admin_port);
+    ao.io_threads = 1;
+    ao.handler_threads = 2;
+    ao.read_timeout = options.read_timeout;
+    ao.idle_timeout = options.idle_timeout;
+    ao.observer = options.observer;
+    auto listening = http::Server::Listen(ao, admin_router);
+    if (!listening.ok()) {
+      log::Error("cannot start the admin listener", {{"error", Message(listening.status())}});
+      return 1;
+    }
+    admin = std::move(*listening);
   }
 
   const std::string store_url = o.store.empty() ? "file://" + (data / "store").string() : o.store;
@@ -523,10 +553,11 @@ int RunServe(ServeOptions o) {
   context.tracer = &tracer;
   registry.AddCollector([&context] { api::CollectServingMetrics(context); });
   if (worker) {
-    api::AddWorkerRoutes(router, context);
+    api::AddWorkerRoutes(router, context, /*operator_routes=*/!admin);
   } else {
-    api::AddRoutes(router, context);
+    api::AddRoutes(router, context, /*operator_routes=*/!admin);
   }
+  if (admin) api::AddAdminRoutes(admin_router, context, /*autoscale=*/!worker);
 
   if (absl::Status s = scheduler.Start(); !s.ok()) {
     log::Error("cannot start the scheduler", {{"error", Message(s)}});
@@ -561,13 +592,23 @@ int RunServe(ServeOptions o) {
   (*server)->Serve();
   // Whatever way this function leaves from here, the server stops before the services its
   // handlers call are destroyed (the normal path below shuts it down first, with the grace).
-  absl::Cleanup stop_server = [&server] { (*server)->Shutdown(std::chrono::seconds(0)); };
+  if (admin) admin->Serve();
+  absl::Cleanup stop_server = [&server, &admin] {
+    (*server)->Shutdown(std::chrono::seconds(0));
+    if (admin) admin->Shutdown(std::chrono::seconds(0));
+  };
   // The signal handlers exist before "listening" tells anyone that the server is up: a SIGTERM
   // that comes right after it waits for io.run() instead of killing the process.
   boost::asio::io_context io;
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   boost::asio::signal_set hangups(io, SIGHUP);
-  log::Info("listening", {{"url", "http://" + o.host + ":" + std::to_string((*server)->port())},
+  const auto url_of = [](const std::string& host, const http::Server& s) {
+    const bool v6 = host.find(':') != std::string::npos;
+    return StrCat(s.tls() ? "https://" : "http://", v6 ? "[" : "", host, v6 ? "]" : "", ":",
+                  s.port());
+  };
+  log::Info("listening", {{"url", url_of(o.host, **server)},
+                          {"admin_url", admin ? url_of(o.admin_host, *admin) : "off"},
                           {"port", (*server)->port()},
                           {"models", (*models)->entries().size()},
                           {"role", o.role},
@@ -674,6 +715,7 @@ int RunServe(ServeOptions o) {
   if (preemption) preemption->Stop();
   events.Shutdown();  // event streams end; clients reconnect elsewhere
   (*server)->Shutdown(std::chrono::seconds(grace));
+  if (admin) admin->Shutdown(std::chrono::seconds(1));  // scrapes are short
   scheduler.Stop(std::chrono::seconds(grace));
   webhooks.Stop();
   log::Info("stopped");

@@ -6,9 +6,12 @@
 
 #include <atomic>
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -22,7 +25,9 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = beast::http;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
 // Request bodies at least this large are given back to the OS after the request (see OnRead).
 constexpr size_t kReleaseBodyBytes = 4 << 20;
@@ -44,6 +49,7 @@ struct Server::Impl {
   absl::Mutex mu;
   bool shut_down ABSL_GUARDED_BY(mu) = false;
   uint16_t port = 0;
+  std::optional<ssl::context> tls;  // set: every connection is TLS
   // When accept fails, accepting pauses before it tries again, and the failure is logged at
   // most every 10 s. Out of descriptors, a spare one (on /dev/null) is given up to accept and
   // close the connections waiting in the backlog, so their clients are told at once instead of
@@ -71,13 +77,21 @@ struct Server::Impl {
 namespace {
 
 // One connection: read a request, run its handler on the pool, write the response, repeat.
-class Session : public std::enable_shared_from_this<Session> {
+// `Stream`: beast::tcp_stream, or TlsStream over it (a handshake first, and every write
+// asynchronous).
+template <class Stream>
+class Session : public std::enable_shared_from_this<Session<Stream>> {
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+  using std::enable_shared_from_this<Session<Stream>>::shared_from_this;
+
  public:
   // The read buffer is bounded by the header limit: the header, each chunk-size line (with its
   // extensions) and the trailer section must each fit in it at once, so none can exceed the
   // limit; the body streams through it.
   Session(tcp::socket socket, Server::Impl* server)
-      : stream_(std::move(socket)), server_(server), buffer_(server->options.max_header_bytes) {
+      : stream_(MakeStream(std::move(socket), server)),
+        server_(server),
+        buffer_(server->options.max_header_bytes) {
     chunk_header_ = [this](uint64_t, beast::string_view extensions, beast::error_code& ec) {
       extension_bytes_ += extensions.size();
       if (extension_bytes_ > server_->options.max_header_bytes) {
@@ -91,12 +105,34 @@ class Session : public std::enable_shared_from_this<Session> {
     // Synchronous writes (Respond) must never wait for a slow client; asynchronous operations
     // are unaffected by this flag.
     beast::error_code ec;
-    stream_.socket().non_blocking(true, ec);
-    asio::dispatch(stream_.get_executor(),
-                   beast::bind_front_handler(&Session::Read, shared_from_this()));
+    Lowest().socket().non_blocking(true, ec);
+    if constexpr (kTls) {
+      // The handshake is held to the time of a request's head: a client that connects and
+      // says nothing is cut off as one that sends no request.
+      asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+        self->Lowest().expires_after(self->server_->options.read_timeout);
+        self->stream_.async_handshake(ssl::stream_base::server,
+                                      [self](beast::error_code handshake_ec) {
+                                        if (handshake_ec) return self->Close();
+                                        self->Read();
+                                      });
+      });
+    } else {
+      asio::dispatch(stream_.get_executor(),
+                     beast::bind_front_handler(&Session::Read, shared_from_this()));
+    }
   }
 
  private:
+  static Stream MakeStream(tcp::socket socket, Server::Impl* server) {
+    if constexpr (kTls) {
+      return Stream(std::move(socket), *server->tls);
+    } else {
+      return Stream(std::move(socket));
+    }
+  }
+  beast::tcp_stream& Lowest() { return beast::get_lowest_layer(stream_); }
+
   void Read() {
     if (server_->stopping) return Close();
     parser_.emplace();
@@ -106,8 +142,8 @@ class Session : public std::enable_shared_from_this<Session> {
     extension_bytes_ = 0;
     extensions_over_ = false;
     parser_->on_chunk_header(chunk_header_);
-    stream_.expires_after(first_request_ ? server_->options.read_timeout
-                                         : server_->options.idle_timeout);
+    Lowest().expires_after(first_request_ ? server_->options.read_timeout
+                                          : server_->options.idle_timeout);
     bhttp::async_read_header(stream_, buffer_, *parser_,
                              beast::bind_front_handler(&Session::OnHeader, shared_from_this()));
   }
@@ -145,7 +181,7 @@ class Session : public std::enable_shared_from_this<Session> {
       if (ec || used == 0) break;
     }
     if (ec || parser_->is_done()) return OnRead(ec, 0);
-    stream_.expires_after(server_->options.read_timeout);  // the body's own time
+    Lowest().expires_after(server_->options.read_timeout);  // the body's own time
     bhttp::async_read(stream_, buffer_, *parser_,
                       beast::bind_front_handler(&Session::OnRead, shared_from_this()));
   }
@@ -190,14 +226,17 @@ class Session : public std::enable_shared_from_this<Session> {
     request->body = std::move(req.body());
     if (!remote_) {  // once per connection: getpeername is a system call
       beast::error_code ep_ec;
-      auto ep = stream_.socket().remote_endpoint(ep_ec);
+      auto ep = Lowest().socket().remote_endpoint(ep_ec);
       remote_ = ep_ec ? std::string() : ep.address().to_string();
     }
     request->remote = *remote_;
     // Nothing reads the socket while a deferred answer is prepared, and the socket stays open
     // until it is sent, so a peek from another thread is safe then (no Asio state is touched).
     // Bytes already buffered are a pipelined request: its client may half-close and still wait.
-    request->client_left = [fd = stream_.socket().native_handle(), pipelined = buffer_.size() > 0] {
+    // Over TLS the peek would see records (a close_notify looks like data), so it is not
+    // asked: a TLS client that left is found only when its answer cannot be written.
+    request->client_left = [fd = Lowest().socket().native_handle(),
+                            pipelined = buffer_.size() > 0 || kTls] {
       if (pipelined) return false;
       char byte;
       const ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -214,7 +253,7 @@ class Session : public std::enable_shared_from_this<Session> {
       return WriteError(400, "malformed request target");
     }
     version_ = req.version();
-    stream_.expires_never();
+    Lowest().expires_never();
     ++server_->in_flight;
     current_ = request;
     start_ = std::chrono::system_clock::now();
@@ -264,16 +303,20 @@ class Session : public std::enable_shared_from_this<Session> {
     Observe(response.status);
     auto out = std::make_shared<Outgoing>(std::move(response), version_,
                                           keep_alive_ && !server_->stopping);
-    beast::error_code ec;
-    // The socket is in non-blocking mode for synchronous calls (see Run), so write_some stops
-    // with would_block when the kernel's buffer is full instead of waiting for the client.
-    while (!out->serializer.is_done()) {
-      bhttp::write_some(stream_.socket(), out->serializer, ec);
-      if (ec) break;
+    beast::error_code ec = asio::error::would_block;
+    if constexpr (!kTls) {
+      // The socket is in non-blocking mode for synchronous calls (see Run), so write_some stops
+      // with would_block when the kernel's buffer is full instead of waiting for the client.
+      // (TLS records are written only by the connection's own asynchronous operations.)
+      ec = {};
+      while (!out->serializer.is_done()) {
+        bhttp::write_some(Lowest().socket(), out->serializer, ec);
+        if (ec) break;
+      }
     }
     if (ec == asio::error::would_block) {
       return asio::post(stream_.get_executor(), [self = shared_from_this(), out] {
-        self->stream_.expires_after(self->server_->options.read_timeout);
+        self->Lowest().expires_after(self->server_->options.read_timeout);
         bhttp::async_write(self->stream_, out->serializer,
                            [self, out](beast::error_code ec, size_t) { self->Written(ec, *out); });
       });
@@ -347,7 +390,7 @@ class Session : public std::enable_shared_from_this<Session> {
     res->chunked(true);
     auto sr = std::make_shared<bhttp::response_serializer<bhttp::empty_body>>(*res);
     std::shared_ptr<ChunkSource> source = std::move(response.stream);
-    stream_.expires_never();
+    Lowest().expires_never();
     bhttp::async_write_header(
         stream_, *sr, [self = shared_from_this(), res, sr, source](beast::error_code ec, size_t) {
           if (ec) return self->EndStream(source, /*cancel=*/true);
@@ -389,19 +432,21 @@ class Session : public std::enable_shared_from_this<Session> {
     Observe(status);
     auto out = std::make_shared<Outgoing>(server_->router->render_error()(status, message),
                                           version_, /*keep=*/false);
-    stream_.expires_after(server_->options.read_timeout);
+    Lowest().expires_after(server_->options.read_timeout);
     bhttp::async_write(
         stream_, out->serializer,
         [self = shared_from_this(), out](beast::error_code, size_t) { self->Close(); });
   }
 
+  // Over TLS too the socket just closes (no close_notify): every response carries its length
+  // or ends with the last chunk, so a client cannot mistake a cut for the end of one.
   void Close() {
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream_.socket().close(ec);
+    Lowest().socket().shutdown(tcp::socket::shutdown_send, ec);
+    Lowest().socket().close(ec);
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   Server::Impl* server_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
@@ -427,7 +472,11 @@ void Server::Impl::Accept() {
     if (ec == asio::error::operation_aborted || stopping) return;
     if (ec) return AcceptFailed(ec);
     try {
-      std::make_shared<Session>(std::move(socket), this)->Run();
+      if (tls) {
+        std::make_shared<Session<TlsStream>>(std::move(socket), this)->Run();
+      } else {
+        std::make_shared<Session<beast::tcp_stream>>(std::move(socket), this)->Run();
+      }
     } catch (const std::exception& e) {  // bad_alloc: drop this connection, keep accepting
       log::Error("cannot start a connection", {{"error", e.what()}});
     }
@@ -487,6 +536,40 @@ Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Server::~Server() { Shutdown(std::chrono::seconds(5)); }
 
+namespace {
+
+// A TLS server context from PEM files: TLS 1.2 and 1.3, the key checked against the certificate.
+absl::StatusOr<ssl::context> MakeTlsContext(const std::string& cert, const std::string& key) {
+  if (cert.empty() || key.empty()) {
+    return absl::InvalidArgumentError(
+        "TLS needs both a certificate (tls_cert) and a key (tls_key)");
+  }
+  ssl::context ctx(ssl::context::tls_server);
+  ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                  ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                  ssl::context::single_dh_use);
+  beast::error_code ec;
+  ctx.use_certificate_chain_file(cert, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        StrCat("tls_cert: cannot use '", cert, "' as a PEM certificate chain: ", ec.message()));
+  }
+  ctx.use_private_key_file(key, ssl::context::pem, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        StrCat("tls_key: cannot use '", key, "' as a PEM private key: ", ec.message()));
+  }
+  if (SSL_CTX_check_private_key(ctx.native_handle()) != 1) {
+    return absl::InvalidArgumentError(
+        StrCat("tls_key: '", key, "' is not the key of the certificate in '", cert, "'"));
+  }
+  return ctx;
+}
+
+}  // namespace
+
+bool Server::tls() const { return impl_->tls.has_value(); }
+
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options,
                                                       const Router& router) {
   auto server = Listen(options, router);
@@ -503,6 +586,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Listen(const ServerOptions& opti
   }
   auto impl = std::make_unique<Impl>(options);
   impl->router = &router;
+  if (!options.tls_cert_file.empty() || !options.tls_key_file.empty()) {
+    auto tls = MakeTlsContext(options.tls_cert_file, options.tls_key_file);
+    if (!tls.ok()) return tls.status();
+    impl->tls.emplace(std::move(*tls));
+  }
   impl->reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   beast::error_code ec;
   auto address = asio::ip::make_address(options.host, ec);

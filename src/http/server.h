@@ -1,6 +1,6 @@
 // Server: an HTTP/1.1 server (Boost.Beast) that reads requests on a few I/O threads and runs
 // handlers on a separate pool, so a handler that waits for a model never stalls the sockets.
-// Thread-safe. Beast stays inside server.cc.
+// Optionally over TLS (OpenSSL through Asio). Thread-safe. Beast stays inside server.cc.
 #pragma once
 
 #include <chrono>
@@ -39,6 +39,10 @@ struct ServerOptions {
   std::chrono::seconds read_timeout{60};  // to receive one whole request
   std::chrono::seconds idle_timeout{75};  // keep-alive connections with no request
   RequestObserver observer;               // optional
+  // TLS (HTTPS) on this listener when both are set: PEM files, the certificate chain (leaf first)
+  // and its private key; read once, at Listen. TLS 1.2 and 1.3 only.
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 class Server {
@@ -57,6 +61,7 @@ class Server {
   void Serve();
 
   uint16_t port() const;
+  bool tls() const;  // whether connections are HTTPS
 
   // Stops accepting, lets in-flight requests finish (up to `drain`), closes idle connections,
   // and joins every thread. Idempotent.
