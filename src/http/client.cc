@@ -116,6 +116,13 @@ absl::StatusOr<ClientResponse> Post(const std::string& url, const std::string& b
   return Fetch(request);
 }
 
+std::string ClientResponse::Header(std::string_view name) const {
+  for (const auto& [k, v] : headers) {
+    if (k == name) return v;
+  }
+  return "";
+}
+
 absl::StatusOr<ClientResponse> Fetch(const ClientRequest& r) {
   static std::once_flag once;
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
@@ -167,7 +174,13 @@ absl::StatusOr<ClientResponse> Fetch(const ClientRequest& r) {
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, Collect);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &sink);
   const CURLcode rc = curl_easy_perform(curl);
-  if (rc == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &out.status);
+  if (rc == CURLE_OK) {
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &out.status);
+    curl_header* h = nullptr;
+    while ((h = curl_easy_nextheader(curl, CURLH_HEADER, -1, h)) != nullptr) {
+      out.headers.emplace_back(ToLowerAscii(h->name), h->value);
+    }
+  }
   curl_slist_free_all(list);
   curl_slist_free_all(pinned);
   curl_easy_cleanup(curl);

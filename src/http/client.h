@@ -15,6 +15,11 @@ namespace kiln::http {
 struct ClientResponse {
   long status = 0;
   std::string body;  // at most 64 KiB kept
+  // The response's header fields, names lower-cased (the last response when there were several,
+  // as after a 100 Continue).
+  std::vector<std::pair<std::string, std::string>> headers;
+  // The value of header `name` (lower case), or "".
+  std::string Header(std::string_view name) const;
 };
 
 struct ClientRequest {

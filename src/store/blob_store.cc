@@ -25,6 +25,11 @@ absl::Status CheckKey(std::string_view key) {
   return absl::OkStatus();
 }
 
+absl::Status ChangedByAnotherWriter(std::string_view key) {
+  return absl::FailedPreconditionError(
+      StrCat("'", key, "' was changed (or removed) by another writer since it was read"));
+}
+
 absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(std::string_view url) {
   if (url == "memory:") return NewMemoryStore();
   constexpr std::string_view kFile = "file://";

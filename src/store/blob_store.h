@@ -21,6 +21,12 @@ inline constexpr size_t kMaxKeyBytes = 512;
 // InvalidArgument (field "key") unless `key` is a safe relative key.
 absl::Status CheckKey(std::string_view key);
 
+// A value and the version it was read at, for a conditional write (PutIf).
+struct Versioned {
+  std::string bytes;
+  std::string version;  // S3: the ETag; the file and memory stores: the SHA-256 of the bytes
+};
+
 class BlobStore {
  public:
   virtual ~BlobStore() = default;
@@ -33,6 +39,15 @@ class BlobStore {
   // NotFound when absent.
   virtual absl::StatusOr<std::string> Get(std::string_view key) = 0;
   virtual absl::StatusOr<bool> Exists(std::string_view key) = 0;
+  // Get, with the version a conditional write names. NotFound when absent.
+  virtual absl::StatusOr<Versioned> GetVersioned(std::string_view key) = 0;
+  // Writes `bytes` only if the stored value is still at `version` (S3: If-Match), or, with an
+  // empty `version`, only if `key` does not exist (If-None-Match: *). FailedPrecondition when
+  // another writer came first (or the key is gone). Returns the new version. Atomic against the
+  // other conditional writers of the store (S3: the service; the file store: a lock on the
+  // key's folder, across processes; memory: a mutex); a plain Put does not wait for them.
+  virtual absl::StatusOr<std::string> PutIf(std::string_view key, std::string_view bytes,
+                                            std::string_view version) = 0;
   // Deleting an absent key is not an error.
   virtual absl::Status Delete(std::string_view key) = 0;
   // Keys starting with `prefix`, sorted, at most `limit`.
@@ -47,6 +62,9 @@ class BlobStore {
   // A short description for logs ("file:///data/blobs").
   virtual std::string Describe() const = 0;
 };
+
+// The FailedPrecondition of a PutIf that found another writer's value.
+absl::Status ChangedByAnotherWriter(std::string_view key);
 
 // The filesystem store rooted at `root` (created if missing).
 absl::StatusOr<std::unique_ptr<BlobStore>> OpenFileStore(const std::string& root);

@@ -55,6 +55,30 @@ TEST_P(BlobStoreTest, KeysCannotEscapeTheRoot) {
   EXPECT_FALSE(store_->Put(std::string(kMaxKeyBytes + 1, 'a'), "x").ok());
 }
 
+TEST_P(BlobStoreTest, ConditionalWritesLandOnlyOverTheVersionTheyRead) {
+  // Creating: only where nothing is.
+  auto v1 = store_->PutIf("jobs/j/job.json", "queued", "");
+  ASSERT_TRUE(v1.ok()) << v1.status();
+  EXPECT_TRUE(absl::IsFailedPrecondition(store_->PutIf("jobs/j/job.json", "again", "").status()));
+  auto read = store_->GetVersioned("jobs/j/job.json");
+  ASSERT_TRUE(read.ok());
+  EXPECT_EQ(read->bytes, "queued");
+  EXPECT_EQ(read->version, *v1);
+  // Two writers read v1; the first one's write lands, the second's is refused and changes
+  // nothing.
+  auto v2 = store_->PutIf("jobs/j/job.json", "running on B", *v1);
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  EXPECT_NE(*v2, *v1);
+  auto stale = store_->PutIf("jobs/j/job.json", "succeeded on A", *v1);
+  EXPECT_TRUE(absl::IsFailedPrecondition(stale.status())) << stale.status();
+  EXPECT_EQ(*store_->Get("jobs/j/job.json"), "running on B");
+  EXPECT_TRUE(store_->PutIf("jobs/j/job.json", "succeeded on B", *v2).ok());
+  // A key that is gone matches no version.
+  ASSERT_TRUE(store_->Delete("jobs/j/job.json").ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(store_->PutIf("jobs/j/job.json", "x", *v2).status()));
+  EXPECT_TRUE(absl::IsNotFound(store_->GetVersioned("jobs/j/job.json").status()));
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, BlobStoreTest, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "File" : "Memory"; });
 

@@ -2,6 +2,7 @@
 // file in the same directory, are fsync'ed, then renamed over the key, so readers never see a
 // partial value and a crash leaves either the old value or the new one.
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -11,6 +12,8 @@
 #include <fstream>
 #include <random>
 
+#include "absl/cleanup/cleanup.h"
+#include "core/crypto.h"
 #include "core/status_util.h"
 #include "core/strings.h"
 #include "store/blob_store.h"
@@ -89,6 +92,36 @@ class FileStore final : public BlobStore {
     std::string out((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     if (in.bad()) return absl::UnavailableError(StrCat("read ", path.string(), " failed"));
     return out;
+  }
+
+  absl::StatusOr<Versioned> GetVersioned(std::string_view key) override {
+    KILN_ASSIGN_OR_RETURN(std::string bytes, Get(key));
+    std::string version = Sha256Hex(bytes);
+    return Versioned{std::move(bytes), std::move(version)};
+  }
+
+  // The check and the write happen under an exclusive flock on the key's folder, which every
+  // conditional writer of this root takes, in any process.
+  absl::StatusOr<std::string> PutIf(std::string_view key, std::string_view bytes,
+                                    std::string_view version) override {
+    KILN_RETURN_IF_ERROR(CheckKey(key));
+    const fs::path folder = (root_ / std::string(key)).parent_path();
+    std::error_code ec;
+    fs::create_directories(folder, ec);
+    if (ec) return absl::UnavailableError(StrCat("mkdir ", folder.string(), ": ", ec.message()));
+    const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) return ErrnoError("open", folder, errno);
+    absl::Cleanup close_dir = [dir] { ::close(dir); };  // closing releases the lock
+    while (::flock(dir, LOCK_EX) != 0) {
+      if (errno != EINTR) return ErrnoError("flock", folder, errno);
+    }
+    auto current = GetVersioned(key);
+    if (!current.ok() && !absl::IsNotFound(current.status())) return current.status();
+    const bool matches =
+        version.empty() ? !current.ok() : current.ok() && current->version == version;
+    if (!matches) return ChangedByAnotherWriter(key);
+    KILN_RETURN_IF_ERROR(Put(key, bytes));
+    return Sha256Hex(bytes);
   }
 
   absl::StatusOr<bool> Exists(std::string_view key) override {

@@ -2,6 +2,7 @@
 #include <map>
 
 #include "absl/synchronization/mutex.h"
+#include "core/crypto.h"
 #include "core/status_util.h"
 #include "core/strings.h"
 #include "store/blob_store.h"
@@ -28,6 +29,22 @@ class MemoryStore final : public BlobStore {
     KILN_RETURN_IF_ERROR(CheckKey(key));
     absl::MutexLock lock(&mu_);
     return blobs_.count(std::string(key)) > 0;
+  }
+  absl::StatusOr<Versioned> GetVersioned(std::string_view key) override {
+    KILN_ASSIGN_OR_RETURN(std::string bytes, Get(key));
+    std::string version = Sha256Hex(bytes);
+    return Versioned{std::move(bytes), std::move(version)};
+  }
+  absl::StatusOr<std::string> PutIf(std::string_view key, std::string_view bytes,
+                                    std::string_view version) override {
+    KILN_RETURN_IF_ERROR(CheckKey(key));
+    absl::MutexLock lock(&mu_);
+    auto it = blobs_.find(std::string(key));
+    const bool matches = version.empty() ? it == blobs_.end()
+                                         : it != blobs_.end() && Sha256Hex(it->second) == version;
+    if (!matches) return ChangedByAnotherWriter(key);
+    blobs_[std::string(key)] = std::string(bytes);
+    return Sha256Hex(bytes);
   }
   absl::Status Delete(std::string_view key) override {
     KILN_RETURN_IF_ERROR(CheckKey(key));

@@ -93,6 +93,32 @@ TEST_F(S3StoreTest, PutGetExistsDeleteAndListWithPages) {
   EXPECT_TRUE(absl::IsInvalidArgument(s->Get("a//b").status()));
 }
 
+// Two processes' views of one bucket: S3's If-Match / If-None-Match keep the writer that lost
+// the race from overwriting the record of the one that won.
+TEST_F(S3StoreTest, ConditionalWritesKeepTheWinnersRecord) {
+  auto a = Open("kiln-test/conditional");
+  auto b = Open("kiln-test/conditional");
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  auto created = a->PutIf("jobs/j/job.json", R"({"state":"queued"})", "");
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_TRUE(absl::IsFailedPrecondition(b->PutIf("jobs/j/job.json", "{}", "").status()));
+  auto seen_a = a->GetVersioned("jobs/j/job.json");
+  auto seen_b = b->GetVersioned("jobs/j/job.json");
+  ASSERT_TRUE(seen_a.ok() && seen_b.ok());
+  EXPECT_EQ(seen_a->version, *created);  // the ETag
+  auto b_claims =
+      b->PutIf("jobs/j/job.json", R"({"state":"running","worker":"B"})", seen_b->version);
+  ASSERT_TRUE(b_claims.ok()) << b_claims.status();
+  auto a_late =
+      a->PutIf("jobs/j/job.json", R"({"state":"succeeded","worker":"A"})", seen_a->version);
+  EXPECT_TRUE(absl::IsFailedPrecondition(a_late.status())) << a_late.status();
+  EXPECT_EQ(*b->Get("jobs/j/job.json"), R"({"state":"running","worker":"B"})");
+  EXPECT_TRUE(b->PutIf("jobs/j/job.json", R"({"state":"succeeded","worker":"B"})", *b_claims).ok());
+  ASSERT_TRUE(a->Delete("jobs/j/job.json").ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(a->PutIf("jobs/j/job.json", "{}", *b_claims).status()));
+}
+
 TEST_F(S3StoreTest, ErrorsSayWhatIsWrong) {
   auto missing = Open("no-such-bucket");
   absl::Status put = missing->Put("k", "v");

@@ -123,7 +123,7 @@ class AmqpJobQueue final : public JobQueue {
       }
     }
     Job job = NewRecord(spec);
-    KILN_RETURN_IF_ERROR(Write(job));
+    KILN_RETURN_IF_ERROR(WriteIf(job, /*version=*/"").status());
     if (!spec.idempotency_key.empty()) {
       KILN_RETURN_IF_ERROR(records()->Put(IdempotencyKey(spec), spec.id));
     }
@@ -142,9 +142,11 @@ class AmqpJobQueue final : public JobQueue {
     nlohmann::json b = {{"id", batch.id},       {"model", batch.model},       {"created_ms", Now()},
                         {"total", batch.total}, {"metadata", batch.metadata}, {"jobs", ids}};
     std::vector<Job> records;
+    std::vector<std::string> versions;
     for (const NewJob& spec : jobs) {
       records.push_back(NewRecord(spec));
-      KILN_RETURN_IF_ERROR(Write(records.back()));
+      KILN_ASSIGN_OR_RETURN(std::string version, WriteIf(records.back(), /*version=*/""));
+      versions.push_back(std::move(version));
     }
     KILN_RETURN_IF_ERROR(this->records()->Put(BatchKey(batch.id), b.dump()));
     for (size_t i = 0; i < records.size(); ++i) {
@@ -161,7 +163,7 @@ class AmqpJobQueue final : public JobQueue {
         r.finished_ms = Now();
         r.error = StrCat("the broker did not take the job: ", s.message());
         r.error_code = "enqueue_failed";
-        (void)Write(r);
+        (void)WriteIf(r, versions[k]);
       }
       return absl::UnavailableError(StrCat("the batch was only partly queued (", i, " of ",
                                            records.size(), " jobs): ", s.message()));
@@ -249,9 +251,8 @@ class AmqpJobQueue final : public JobQueue {
     a.job.step = a.job.num_steps;
     a.job.error.clear();
     a.job.error_code.clear();
-    if (absl::Status s = Write(a.job); !s.ok()) {
-      broker_->Requeue(a.delivery);  // another run rewrites the same keys
-      return s;
+    if (auto written = WriteIf(a.job, a.version); !written.ok()) {
+      return Unsettled(a, written.status());
     }
     broker_->Ack(a.delivery);
     (void)records()->Delete(ProgressKey(id));  // tidiness only: a final record ignores it
@@ -272,9 +273,8 @@ class AmqpJobQueue final : public JobQueue {
     }
     a.job.state = JobState::kFailed;
     a.job.finished_ms = Now();
-    if (absl::Status s = Write(a.job); !s.ok()) {
-      broker_->Requeue(a.delivery);  // not settled unrecorded: it runs again, or fails again
-      return s;
+    if (auto written = WriteIf(a.job, a.version); !written.ok()) {
+      return Unsettled(a, written.status());
     }
     broker_->Reject(a.delivery);  // to kiln.dead, for inspection
     return a.job;
@@ -296,17 +296,20 @@ class AmqpJobQueue final : public JobQueue {
     KILN_RETURN_IF_ERROR(records()->Put(CancelKey(id), "{}"));
     (void)broker_->PublishEvent(StrCat("cancel.", id), "{}");
     if (job.state == JobState::kQueued) {
-      // Read again now that the marker is there: a worker that claimed the job before it saw
-      // the marker owns the record (and may have finished the job already). Without
-      // conditional writes a small window remains; see docs/operations.md.
-      KILN_ASSIGN_OR_RETURN(job, Get(id));
-      if (job.state != JobState::kQueued) {
-        if (!IsFinal(job.state)) job.cancel_requested = true;
-        return job;
+      // Read again now that the marker is there, and write only over that version: a worker
+      // that claimed the job meanwhile owns the record (and may have finished the job already).
+      KILN_ASSIGN_OR_RETURN(Record read, ReadJob(id));
+      job = std::move(read.job);
+      if (job.state == JobState::kQueued) {
+        job.state = JobState::kCancelled;
+        job.finished_ms = Now();
+        auto written = WriteIf(job, read.version);
+        if (written.ok()) return job;
+        if (!absl::IsFailedPrecondition(written.status())) return written.status();
+        KILN_ASSIGN_OR_RETURN(job, Get(id));  // claimed meanwhile: its worker finds the marker
       }
-      job.state = JobState::kCancelled;
-      job.finished_ms = Now();
-      KILN_RETURN_IF_ERROR(Write(job));
+      if (!IsFinal(job.state)) job.cancel_requested = true;
+      return job;
     } else {
       // A running job's record belongs to its worker, which records the cancel at the next
       // step boundary; writing it here could undo a Complete that lands meanwhile.
@@ -320,24 +323,16 @@ class AmqpJobQueue final : public JobQueue {
     absl::Cleanup unpark = [this, &a] { Unpark(a); };
     a.job.state = JobState::kCancelled;
     a.job.finished_ms = Now();
-    if (absl::Status s = Write(a.job); !s.ok()) {
-      broker_->Requeue(a.delivery);  // the next claim finds the cancel marker
-      return s;
+    if (auto written = WriteIf(a.job, a.version); !written.ok()) {
+      return Unsettled(a, written.status());
     }
     broker_->Ack(a.delivery);
     return absl::OkStatus();
   }
 
   absl::StatusOr<Job> Get(const std::string& id) override {
-    if (!store::CheckKey(JobRecordKey(id)).ok()) {
-      return WithField(absl::NotFoundError(StrCat("no job '", id, "'")), "job_id");
-    }
-    auto text = records()->Get(JobRecordKey(id));
-    if (absl::IsNotFound(text.status())) {
-      return WithField(absl::NotFoundError(StrCat("no job '", id, "'")), "job_id");
-    }
-    if (!text.ok()) return text.status();
-    KILN_ASSIGN_OR_RETURN(Job job, DecodeJobRecord(*text));
+    KILN_ASSIGN_OR_RETURN(Record record, ReadJob(id));
+    Job job = std::move(record.job);
     if (job.state == JobState::kRunning) {
       // Progress is best effort: a record without it still answers.
       auto progress = records()->Get(ProgressKey(id));
@@ -473,9 +468,10 @@ class AmqpJobQueue final : public JobQueue {
   }
 
   absl::Status SetWebhookStatus(const std::string& id, const std::string& status_json) override {
-    KILN_ASSIGN_OR_RETURN(Job job, Get(id));
-    job.webhook_status = status_json;
-    return Write(job);
+    return Update(id, [&status_json](Job& job) {
+      job.webhook_status = status_json;
+      return true;
+    });
   }
 
   absl::StatusOr<std::vector<Job>> PendingWebhooks() override { return std::vector<Job>{}; }
@@ -500,6 +496,7 @@ class AmqpJobQueue final : public JobQueue {
   struct Active {
     Delivery delivery;
     Job job;
+    std::string version;  // of the record as this worker last wrote it
     int written_step = -1;
     int64_t written_ms = 0;
     // The delivery's connection broke: since when this worker has been connected again without
@@ -521,9 +518,64 @@ class AmqpJobQueue final : public JobQueue {
     return job;
   }
 
-  absl::Status Write(const Job& job) {
-    return Annotate(records()->Put(JobRecordKey(job.id()), EncodeJobRecord(job)),
-                    StrCat("writing the record of job ", job.id()));
+  // A job record and the version it was read at.
+  struct Record {
+    Job job;
+    std::string version;
+  };
+
+  absl::StatusOr<Record> ReadJob(const std::string& id) {
+    if (!store::CheckKey(JobRecordKey(id)).ok()) {
+      return WithField(absl::NotFoundError(StrCat("no job '", id, "'")), "job_id");
+    }
+    auto read = records()->GetVersioned(JobRecordKey(id));
+    if (absl::IsNotFound(read.status())) {
+      return WithField(absl::NotFoundError(StrCat("no job '", id, "'")), "job_id");
+    }
+    if (!read.ok()) return read.status();
+    KILN_ASSIGN_OR_RETURN(Job job, DecodeJobRecord(read->bytes));
+    return Record{std::move(job), std::move(read->version)};
+  }
+
+  // Every write of a record is conditional on the version its writer read or wrote last (empty:
+  // the record must not exist yet), so that a writer that lost a race, such as a worker whose
+  // job went to another worker, can never overwrite the record of the one that has the job.
+  // FailedPrecondition when another writer came first. Returns the new version.
+  absl::StatusOr<std::string> WriteIf(const Job& job, const std::string& version) {
+    auto written = records()->PutIf(JobRecordKey(job.id()), EncodeJobRecord(job), version);
+    if (!written.ok()) {
+      return Annotate(written.status(), StrCat("writing the record of job ", job.id()));
+    }
+    return written;
+  }
+
+  // Read, change, write conditionally; again (a few times) when another writer came between.
+  // `change` returns false to leave the record as it is.
+  absl::Status Update(const std::string& id, const std::function<bool(Job&)>& change) {
+    for (int attempt = 0;; ++attempt) {
+      KILN_ASSIGN_OR_RETURN(Record r, ReadJob(id));
+      if (!change(r.job)) return absl::OkStatus();
+      auto written = WriteIf(r.job, r.version);
+      if (written.ok() || !absl::IsFailedPrecondition(written.status()) || attempt == 4) {
+        return written.status();
+      }
+    }
+  }
+
+  // A run whose end could not be recorded. When another writer changed the record (another
+  // worker claimed the job), the job is that worker's: this delivery is settled (the broker
+  // drops it when its connection is gone) and the record stays theirs. Otherwise the store
+  // failed: the message goes back to the broker, and the job runs again (or its cancel marker
+  // or attempts settle it at the next claim).
+  absl::Status Unsettled(Active& a, const absl::Status& error) {
+    if (absl::IsFailedPrecondition(error)) {
+      log::Warn("a job's record was changed by another worker; this run's end is not recorded",
+                {{"job", a.job.id()}, {"error", error.ToString()}});
+      broker_->Ack(a.delivery);
+      return error;
+    }
+    broker_->Requeue(a.delivery);
+    return error;
   }
 
   absl::StatusOr<nlohmann::json> ReadBatch(const std::string& id) {
@@ -623,8 +675,9 @@ class AmqpJobQueue final : public JobQueue {
   // connection that delivered it broke, the broker gave the message to the next consumer, which
   // may have run the job to the end already. Requeueing would set that finished record back to
   // queued (and publish a second message); failing or cancelling would overwrite its result.
-  // Refused, the job stays with whoever holds the redelivered message. (Complete still writes:
-  // its results are the same bytes any run writes, so "succeeded" is true either way.)
+  // Refused, the job stays with whoever holds the redelivered message. (Complete still tries:
+  // its write is conditional on the record this worker wrote, so it lands only when no other
+  // worker has claimed the job since.)
   absl::StatusOr<Active> TakeLive(const std::string& id) {
     KILN_ASSIGN_OR_RETURN(Active a, Take(id));
     if (!broker_->Live(a.delivery)) {
@@ -641,7 +694,12 @@ class AmqpJobQueue final : public JobQueue {
   void Requeue(Active& a) {
     a.job.worker.clear();
     a.job.lease_until_ms = 0;
-    absl::Status s = Write(a.job);
+    auto written = WriteIf(a.job, a.version);
+    if (absl::IsFailedPrecondition(written.status())) {
+      (void)Unsettled(a, written.status());  // another worker's job now: nothing to hand back
+      return;
+    }
+    absl::Status s = written.status();
     if (s.ok()) s = broker_->PublishJob(a.job.spec.model, EncodeJobRecord(a.job));
     if (s.ok()) {
       broker_->Ack(a.delivery);
@@ -677,13 +735,28 @@ class AmqpJobQueue final : public JobQueue {
         return std::nullopt;
       }
     }
-    auto current = Get(id);
+    // Another writer between this claim's read and its write (another worker with a duplicate
+    // message, a cancel, the run that lost the job recording its end): read again.
+    for (int attempt = 0;; ++attempt) {
+      auto claimed = TryClaim(d, *sent, worker, lease_ms);
+      if (claimed.ok() || !absl::IsFailedPrecondition(claimed.status()) || attempt == 4) {
+        return claimed;
+      }
+    }
+  }
+
+  // One read and conditional write of ClaimOne.
+  absl::StatusOr<std::optional<Job>> TryClaim(const Delivery& d, const Job& sent,
+                                              const std::string& worker, int64_t lease_ms) {
+    const std::string id = sent.id();
+    auto current = ReadJob(id);
     if (absl::IsNotFound(current.status())) {
-      current = *sent;  // the record was lost: the message carries everything
+      current = Record{sent, ""};  // the record was lost: the message carries everything
     } else if (!current.ok()) {
       return current.status();
     }
-    Job job = std::move(*current);
+    Job job = std::move(current->job);
+    const std::string version = std::move(current->version);
     const int64_t now = Now();
     if (IsFinal(job.state)) {
       broker_->Ack(d);  // a duplicate message of a job that is done
@@ -698,7 +771,7 @@ class AmqpJobQueue final : public JobQueue {
     if (cancelled) {
       job.state = JobState::kCancelled;
       job.finished_ms = now;
-      KILN_RETURN_IF_ERROR(Write(job));
+      KILN_RETURN_IF_ERROR(WriteIf(job, version).status());
       broker_->Ack(d);
       return std::nullopt;
     }
@@ -707,7 +780,7 @@ class AmqpJobQueue final : public JobQueue {
       job.finished_ms = now;
       job.error = "the job's deadline passed before it could start";
       job.error_code = "deadline_exceeded";
-      KILN_RETURN_IF_ERROR(Write(job));
+      KILN_RETURN_IF_ERROR(WriteIf(job, version).status());
       broker_->Ack(d);
       return std::nullopt;
     }
@@ -718,7 +791,7 @@ class AmqpJobQueue final : public JobQueue {
       job.error =
           StrCat("the job was started ", job.attempts, " times and its worker stopped each time");
       job.error_code = "worker_lost";
-      KILN_RETURN_IF_ERROR(Write(job));
+      KILN_RETURN_IF_ERROR(WriteIf(job, version).status());
       broker_->Reject(d);
       return std::nullopt;
     }
@@ -729,11 +802,12 @@ class AmqpJobQueue final : public JobQueue {
     job.lease_until_ms = now + lease_ms;
     job.step = 0;
     job.cancel_requested = false;
-    KILN_RETURN_IF_ERROR(Write(job));
+    KILN_ASSIGN_OR_RETURN(std::string written, WriteIf(job, version));
     absl::MutexLock lock(&mu_);
     Active& a = active_[id];
     a.delivery = d;
     a.job = job;
+    a.version = std::move(written);
     a.written_step = 0;
     a.written_ms = now;
     return std::optional<Job>(std::move(job));
@@ -830,18 +904,24 @@ class AmqpJobQueue final : public JobQueue {
   void DeadLetter(const std::string& body) {
     auto sent = DecodeJobRecord(body);
     if (!sent.ok()) return;
-    auto job = Get(sent->id());
-    if (!job.ok() || IsFinal(job->state)) return;
-    job->state = JobState::kFailed;
-    job->finished_ms = Now();
-    job->error = "the broker dead-lettered the job after too many deliveries";
-    job->error_code = "worker_lost";
-    if (absl::Status s = Write(*job); !s.ok()) {
-      log::Error("cannot record a dead-lettered job",
-                 {{"job", job->id()}, {"error", s.ToString()}});
+    bool failed = false;
+    absl::Status s = Update(sent->id(), [this, &failed](Job& job) {
+      if (IsFinal(job.state)) return false;
+      job.state = JobState::kFailed;
+      job.finished_ms = Now();
+      job.error = "the broker dead-lettered the job after too many deliveries";
+      job.error_code = "worker_lost";
+      failed = true;
+      return true;
+    });
+    if (!s.ok()) {
+      if (!absl::IsNotFound(s)) {
+        log::Error("cannot record a dead-lettered job",
+                   {{"job", sent->id()}, {"error", s.ToString()}});
+      }
       return;
     }
-    log::Warn("job dead-lettered", {{"job", job->id()}});
+    if (failed) log::Warn("job dead-lettered", {{"job", sent->id()}});
   }
 
   // What another worker reported, per model: jobs it prefetched but has not started, jobs it

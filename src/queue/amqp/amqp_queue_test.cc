@@ -115,6 +115,23 @@ class AmqpQueueBookkeepingTest : public ::testing::Test {
     queue_ = std::move(*q);
   }
 
+  // Another worker's queue over the same records, with a broker of its own.
+  std::unique_ptr<JobQueue> OpenWorker(FakeBroker** broker) {
+    QueueOptions o;
+    o.records = records_.get();
+    o.now_ms = [this] { return now_ms_.load(); };
+    o.models = {"m"};
+    o.consume = {"m"};
+    o.redelivery_grace_ms = kGraceMs;
+    auto q = OpenAmqpQueue("amqp://localhost", o, [broker](amqp::BrokerOptions bo) {
+      auto b = std::make_unique<FakeBroker>(std::move(bo));
+      *broker = b.get();
+      return absl::StatusOr<std::unique_ptr<amqp::Broker>>(std::move(b));
+    });
+    EXPECT_TRUE(q.ok()) << q.status();
+    return q.ok() ? std::move(*q) : nullptr;
+  }
+
   // Enqueues a job, delivers its message and claims it as worker "w1".
   Job EnqueueAndClaim() {
     NewJob spec;
@@ -230,6 +247,58 @@ TEST_F(AmqpQueueBookkeepingTest, AStoppingRunThatCompletesAnywayIsNotRunAgain) {
   EXPECT_TRUE(claimed->empty()) << "a completed job ran again";
   EXPECT_EQ(broker_->settled(), std::vector<std::string>{"ack " + std::to_string(again)});
   EXPECT_EQ(State(job), JobState::kSucceeded);
+}
+
+// Two workers, one job: the run that lost the job (its connection broke, the broker gave the
+// message to another worker) finishes anyway; its write is conditional on the record it wrote at
+// its claim, so it is refused, and the record stays the one the other worker is running.
+TEST_F(AmqpQueueBookkeepingTest, AWorkerThatLostItsJobCannotOverwriteTheOtherWorkersRecord) {
+  Job job = EnqueueAndClaim();
+  ASSERT_FALSE(job.id().empty());
+  broker_->Disconnect();
+  FakeBroker* other_broker = nullptr;
+  std::unique_ptr<JobQueue> other = OpenWorker(&other_broker);
+  ASSERT_NE(other, nullptr);
+  other_broker->Deliver("m", body_);
+  auto claimed = other->Claim("m", 1, "w2", 60000);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*claimed)[0].attempts, 2);
+  const std::string theirs = Record(job.id());
+
+  broker_->Reconnect();
+  absl::Status late = queue_->Complete(job.id(), "w1", {"jobs/" + job.id() + "/0.png"});
+  EXPECT_TRUE(absl::IsFailedPrecondition(late)) << late;
+  EXPECT_EQ(Record(job.id()), theirs) << "the lost run overwrote the record";
+  auto seen = other->Get(job.id());
+  ASSERT_TRUE(seen.ok());
+  EXPECT_EQ(seen->state, JobState::kRunning);
+  EXPECT_EQ(seen->worker, "w2");
+  // The worker that has the job records its end.
+  ASSERT_EQ(other->Complete(job.id(), "w2", {}), absl::OkStatus());
+  EXPECT_EQ(State(job), JobState::kSucceeded);
+  EXPECT_EQ(other_broker->settled(), std::vector<std::string>{"ack 1"});
+}
+
+// Once a worker claimed a queued job, a write over the queued version (a gateway's cancel that
+// read it before the claim) is refused, and a cancel asks the worker to stop instead.
+TEST_F(AmqpQueueBookkeepingTest, ACancelOfAClaimedJobIsARequestAndAStaleQueuedWriteIsRefused) {
+  NewJob spec;
+  spec.id = NewUlid();
+  spec.model = "m";
+  spec.request = R"({"prompt":"a red circle","steps":10})";
+  ASSERT_TRUE(queue_->Enqueue(spec).ok());
+  auto before = records_->GetVersioned(JobRecordKey(spec.id));
+  ASSERT_TRUE(before.ok());
+  broker_->Deliver("m", broker_->LastPublished());
+  ASSERT_EQ(queue_->Claim("m", 1, "w1", 60000)->size(), 1u);
+  // The gateway's conditional write over the queued version it read is refused.
+  auto stale = records_->PutIf(JobRecordKey(spec.id), "{}", before->version);
+  EXPECT_TRUE(absl::IsFailedPrecondition(stale.status()));
+  auto cancelled = queue_->Cancel(spec.id);
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->state, JobState::kRunning);
+  EXPECT_TRUE(cancelled->cancel_requested);
 }
 
 }  // namespace

@@ -107,6 +107,52 @@ class S3Store final : public BlobStore {
     return Failure("GET", key, r);
   }
 
+  absl::StatusOr<Versioned> GetVersioned(std::string_view key) override {
+    KILN_RETURN_IF_ERROR(CheckKey(key));
+    KILN_ASSIGN_OR_RETURN(http::ClientResponse r, Call("GET", ObjectName(key), {}, "", {}));
+    if (r.status == 404) return absl::NotFoundError(StrCat("no object ", key));
+    if (r.status != 200) return Failure("GET", key, r);
+    std::string etag = r.Header("etag");
+    if (etag.empty()) {
+      return absl::InternalError(StrCat("S3 GET ", key, ": the answer has no ETag"));
+    }
+    return Versioned{std::move(r.body), std::move(etag)};
+  }
+
+  // S3's conditional PUT: If-Match on the ETag read, or If-None-Match: * to create. A PUT
+  // whose answer was lost and was sent again finds its own bytes there (412): the stored
+  // object is read back, and when it is these bytes, the write was this one.
+  absl::StatusOr<std::string> PutIf(std::string_view key, std::string_view bytes,
+                                    std::string_view version) override {
+    KILN_RETURN_IF_ERROR(CheckKey(key));
+    std::vector<std::pair<std::string, std::string>> headers = {
+        {"Content-Type", ContentTypeOf(key)}};
+    if (version.empty()) {
+      headers.emplace_back("If-None-Match", "*");
+    } else {
+      headers.emplace_back("If-Match", std::string(version));
+    }
+    int attempts = 0;
+    KILN_ASSIGN_OR_RETURN(http::ClientResponse r,
+                          Call("PUT", ObjectName(key), {}, std::string(bytes), headers, &attempts));
+    if (r.status == 200) {
+      std::string etag = r.Header("etag");
+      if (!etag.empty()) return etag;
+      KILN_ASSIGN_OR_RETURN(Versioned stored, GetVersioned(key));
+      return stored.version;
+    }
+    // 412: the precondition failed; 409: another conditional write to the key was in flight;
+    // 404: the object to match is gone.
+    if (r.status == 412 || r.status == 409 || (r.status == 404 && !version.empty())) {
+      if (attempts > 1 && r.status == 412) {
+        auto stored = GetVersioned(key);
+        if (stored.ok() && stored->bytes == bytes) return stored->version;
+      }
+      return ChangedByAnotherWriter(key);
+    }
+    return Failure("PUT", key, r);
+  }
+
   absl::StatusOr<bool> Exists(std::string_view key) override {
     KILN_RETURN_IF_ERROR(CheckKey(key));
     KILN_ASSIGN_OR_RETURN(http::ClientResponse r, Call("HEAD", ObjectName(key), {}, "", {}));
@@ -165,7 +211,8 @@ class S3Store final : public BlobStore {
   absl::StatusOr<http::ClientResponse> Call(
       const std::string& method, const std::string& object,
       const std::map<std::string, std::string>& query, const std::string& body,
-      const std::vector<std::pair<std::string, std::string>>& extra_headers) {
+      const std::vector<std::pair<std::string, std::string>>& extra_headers,
+      int* attempts_made = nullptr) {
     const std::string host = c_.path_style ? c_.host : StrCat(c_.bucket, ".", c_.host);
     std::string path = c_.path_style ? StrCat("/", c_.bucket, "/", object) : StrCat("/", object);
     if (object.empty()) path = c_.path_style ? StrCat("/", c_.bucket) : "/";
@@ -206,6 +253,7 @@ class S3Store final : public BlobStore {
       req.headers.emplace_back("Authorization", SignV4(in, c_.credentials));
       for (const auto& h : extra_headers) req.headers.push_back(h);
       last = http::Fetch(req);
+      if (attempts_made) *attempts_made = attempt + 1;
       if (last.ok() && last->status < 500 && last->status != 429) return last;
     }
     if (!last.ok()) {
