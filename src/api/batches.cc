@@ -103,8 +103,16 @@ http::Response HandleCreateBatch(const ApiContext& ctx, const http::Request& req
   auto ticket = AdmitWork(ctx, req, static_cast<int>(subs.size()), images, cost);
   if (!ticket.ok()) return ErrorResponse(ticket.status());
   auto batch = ctx.jobs->SubmitBatch(std::move(subs), nlohmann::json::object());
-  if (!batch.ok()) ticket->Refund();
-  if (!batch.ok()) return ErrorResponse(batch.status());
+  if (!batch.ok()) {
+    // Refused before anything was stored (admission, a model): nothing runs. A failure of the
+    // queue or the store may come after part of the batch was queued: those images stay counted.
+    const absl::StatusCode code = batch.status().code();
+    if (code != absl::StatusCode::kUnavailable && code != absl::StatusCode::kInternal &&
+        code != absl::StatusCode::kUnknown && code != absl::StatusCode::kDataLoss) {
+      ticket->Refund();
+    }
+    return ErrorResponse(batch.status());
+  }
   auto counts = ctx.queue->BatchCounts(batch->id);
   if (!counts.ok()) return ErrorResponse(counts.status());
   http::Response r = http::Response::Json(202, BatchJson(*batch, *counts).dump());

@@ -47,10 +47,11 @@ void AddRoutes(http::Router& router, const ApiContext& ctx, bool operator_routes
   using P = http::PathParams;
   using R = http::Request;
   const auto user = [&ctx](http::Handler h) { return Guarded(ctx, Access::kUser, std::move(h)); };
-  // Parses at most 1 MiB of JSON, then defers to the scheduler: safe on the I/O thread.
+  // Parses at most 1 MiB of JSON, then defers to the scheduler: safe on the I/O thread. With
+  // API keys it runs on the handler pool: a key's quotas are counted in SQLite (AdmitWork).
   router.Add("POST", "/v1/images/generations",
              user([c](const R& r, const P&) { return HandleImageGenerations(*c, r); }),
-             /*runs_inline=*/true);
+             /*runs_inline=*/!(ctx.keys && ctx.keys->enabled()));
   router.Add("POST", "/v1/images/edits",
              user([c](const R& r, const P&) { return HandleImageEdits(*c, r); }));
   router.Add("GET", "/v1/models",

@@ -190,7 +190,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     first_request_ = false;
     if (ec == bhttp::error::end_of_stream || ec == asio::error::operation_aborted ||
         ec == beast::error::timeout || ec == asio::error::connection_reset ||
-        ec == asio::error::eof) {
+        ec == asio::error::eof || ec == ssl::error::stream_truncated) {
       return Close();
     }
     if (ec == bhttp::error::body_limit) {
@@ -548,6 +548,8 @@ absl::StatusOr<ssl::context> MakeTlsContext(const std::string& cert, const std::
   ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
                   ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
                   ssl::context::single_dh_use);
+  // Client-initiated renegotiation costs the server a handshake per request of it.
+  SSL_CTX_set_options(ctx.native_handle(), SSL_OP_NO_RENEGOTIATION);
   beast::error_code ec;
   ctx.use_certificate_chain_file(cert, ec);
   if (ec) {

@@ -77,6 +77,9 @@ TEST_P(BlobStoreTest, ConditionalWritesLandOnlyOverTheVersionTheyRead) {
   ASSERT_TRUE(store_->Delete("jobs/j/job.json").ok());
   EXPECT_TRUE(absl::IsFailedPrecondition(store_->PutIf("jobs/j/job.json", "x", *v2).status()));
   EXPECT_TRUE(absl::IsNotFound(store_->GetVersioned("jobs/j/job.json").status()));
+  // The file store's lock file is not a key.
+  ASSERT_TRUE(store_->PutIf("top.json", "{}", "").ok());
+  EXPECT_EQ(*store_->List(""), std::vector<std::string>{"top.json"});
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, BlobStoreTest, ::testing::Values(false, true),

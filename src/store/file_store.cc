@@ -11,8 +11,8 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <utility>
 
-#include "absl/cleanup/cleanup.h"
 #include "core/crypto.h"
 #include "core/status_util.h"
 #include "core/strings.h"
@@ -100,21 +100,13 @@ class FileStore final : public BlobStore {
     return Versioned{std::move(bytes), std::move(version)};
   }
 
-  // The check and the write happen under an exclusive flock on the key's folder, which every
-  // conditional writer of this root takes, in any process.
+  // The check and the write happen under an exclusive flock on the root's lock file (never
+  // deleted), which every conditional writer of this root takes, in any process, and Delete too
+  // (it removes emptied folders a writer could be about to use).
   absl::StatusOr<std::string> PutIf(std::string_view key, std::string_view bytes,
                                     std::string_view version) override {
     KILN_RETURN_IF_ERROR(CheckKey(key));
-    const fs::path folder = (root_ / std::string(key)).parent_path();
-    std::error_code ec;
-    fs::create_directories(folder, ec);
-    if (ec) return absl::UnavailableError(StrCat("mkdir ", folder.string(), ": ", ec.message()));
-    const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir < 0) return ErrnoError("open", folder, errno);
-    absl::Cleanup close_dir = [dir] { ::close(dir); };  // closing releases the lock
-    while (::flock(dir, LOCK_EX) != 0) {
-      if (errno != EINTR) return ErrnoError("flock", folder, errno);
-    }
+    KILN_ASSIGN_OR_RETURN(RootLock lock, LockRoot());
     auto current = GetVersioned(key);
     if (!current.ok() && !absl::IsNotFound(current.status())) return current.status();
     const bool matches =
@@ -140,6 +132,7 @@ class FileStore final : public BlobStore {
 
   absl::Status Delete(std::string_view key) override {
     KILN_RETURN_IF_ERROR(CheckKey(key));
+    KILN_ASSIGN_OR_RETURN(RootLock lock, LockRoot());
     std::error_code ec;
     const fs::path path = root_ / std::string(key);
     fs::remove(path, ec);
@@ -168,7 +161,7 @@ class FileStore final : public BlobStore {
          !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
       if (!it->is_regular_file(ec)) continue;
       const std::string name = it->path().filename().string();
-      if (name.rfind(".tmp-", 0) == 0) continue;
+      if (name.rfind(".tmp-", 0) == 0 || name == ".kiln-lock") continue;
       std::string key = fs::relative(it->path(), root_, ec).generic_string();
       if (key.compare(0, prefix.size(), prefix) == 0) keys.push_back(std::move(key));
     }
@@ -194,6 +187,30 @@ class FileStore final : public BlobStore {
   std::string Describe() const override { return "file://" + root_.string(); }
 
  private:
+  // An exclusive flock on root/.kiln-lock, released when it goes out of scope.
+  class RootLock {
+   public:
+    explicit RootLock(int fd) : fd_(fd) {}
+    RootLock(RootLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    RootLock& operator=(RootLock&&) = delete;
+    ~RootLock() {
+      if (fd_ >= 0) ::close(fd_);  // closing releases the lock
+    }
+
+   private:
+    int fd_;
+  };
+  absl::StatusOr<RootLock> LockRoot() {
+    const fs::path path = root_ / ".kiln-lock";
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return ErrnoError("open", path, errno);
+    RootLock lock(fd);
+    while (::flock(fd, LOCK_EX) != 0) {
+      if (errno != EINTR) return ErrnoError("flock", path, errno);
+    }
+    return lock;
+  }
+
   const fs::path root_;
   std::atomic<uint64_t> counter_{0};
 };

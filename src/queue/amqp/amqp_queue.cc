@@ -907,6 +907,8 @@ class AmqpJobQueue final : public JobQueue {
     bool failed = false;
     absl::Status s = Update(sent->id(), [this, &failed](Job& job) {
       if (IsFinal(job.state)) return false;
+      // A duplicate message of a job a worker claimed moments ago: that run records the end.
+      if (job.state == JobState::kRunning && job.lease_until_ms > Now()) return false;
       job.state = JobState::kFailed;
       job.finished_ms = Now();
       job.error = "the broker dead-lettered the job after too many deliveries";

@@ -142,15 +142,25 @@ class S3Store final : public BlobStore {
       return stored.version;
     }
     // 412: the precondition failed; 409: another conditional write to the key was in flight;
-    // 404: the object to match is gone.
-    if (r.status == 412 || r.status == 409 || (r.status == 404 && !version.empty())) {
-      if (attempts > 1 && r.status == 412) {
-        auto stored = GetVersioned(key);
-        if (stored.ok() && stored->bytes == bytes) return stored->version;
+    // 404 NoSuchKey: the object to match is gone (NoSuchBucket is a failure of the store).
+    const std::vector<std::string> code = XmlValues(r.body, "Code");
+    const bool gone =
+        r.status == 404 && !version.empty() && !code.empty() && code[0] == "NoSuchKey";
+    if (r.status != 412 && r.status != 409 && !gone) return Failure("PUT", key, r);
+    if (attempts > 1 && r.status != 404) {
+      // This PUT was sent more than once: the earlier copy may be what is there (412), or be
+      // landing now (409). Only the stored bytes tell; when they cannot be read, the outcome
+      // is unknown, which is not the same as another writer's.
+      if (r.status == 409) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      auto stored = GetVersioned(key);
+      if (!stored.ok() && !absl::IsNotFound(stored.status())) {
+        return absl::UnavailableError(StrCat("S3 conditional PUT ", key,
+                                             ": its outcome is unknown (",
+                                             stored.status().message(), ")"));
       }
-      return ChangedByAnotherWriter(key);
+      if (stored.ok() && stored->bytes == bytes) return stored->version;
     }
-    return Failure("PUT", key, r);
+    return ChangedByAnotherWriter(key);
   }
 
   absl::StatusOr<bool> Exists(std::string_view key) override {
