@@ -2,6 +2,7 @@
 // recent results, edit an image, and watch the server on a dashboard fed by /metrics.
 // Plain ES modules, no dependencies; the server validates every field and its messages are shown.
 import { startDashboard, showDashboard } from './dashboard.js';
+import { apiKey, authHeaders, setApiKey } from './auth.js';
 
 const $ = (id) => document.getElementById(id);
 const state = { models: [], job: null, events: null, source: null, cancelling: null };
@@ -9,9 +10,11 @@ const FINAL = new Set(['succeeded', 'failed', 'cancelled']);
 
 // ---- API helpers -----------------------------------------------------------------------------
 
-// Throws an Error whose message is the server's error message and the field it names.
+// Throws an Error whose message is the server's error message and the field it names. A 401
+// (this server needs an API key, or the key is not valid) opens the key field.
 async function api(path, options = {}) {
-  const response = await fetch(path, options);
+  const response = await fetch(path, { ...options, headers: authHeaders(options.headers || {}) });
+  if (response.status === 401) askForKey();
   const text = await response.text();
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch { body = null; }
@@ -22,6 +25,58 @@ async function api(path, options = {}) {
     throw new Error(message);
   }
   return body;
+}
+
+function askForKey() {
+  $('key-form').hidden = false;
+  $('key-form').classList.add('needed');
+  if (!$('api-key').value) $('api-key').focus();
+}
+
+// A text/event-stream read with fetch (EventSource cannot send the key): `on[name]` gets each
+// event ({data}), `on.closed` the end of a stream nobody closed. Returns {close()}.
+function openEvents(url, on) {
+  const controller = new AbortController();
+  const stream = { closed: false, close() { this.closed = true; controller.abort(); } };
+  const dispatch = (frame) => {
+    let name = 'message';
+    const data = [];
+    for (const line of frame.split(/\r?\n/)) {
+      if (!line || line.startsWith(':')) continue;
+      const colon = line.indexOf(':');
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? '' : line.slice(colon + 1);
+      if (value.startsWith(' ')) value = value.slice(1);
+      if (field === 'event') name = value;
+      else if (field === 'data') data.push(value);
+    }
+    if (data.length && on[name]) on[name]({ data: data.join('\n') });
+  };
+  (async () => {
+    try {
+      const response = await fetch(url, { headers: authHeaders({ Accept: 'text/event-stream' }), signal: controller.signal });
+      if (response.status === 401) askForKey();
+      if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        for (let end = buffer.search(/\r?\n\r?\n/); end >= 0; end = buffer.search(/\r?\n\r?\n/)) {
+          const frame = buffer.slice(0, end);
+          buffer = buffer.slice(end).replace(/^\r?\n\r?\n/, '');
+          dispatch(frame);
+          if (stream.closed) return;
+        }
+      }
+    } catch { /* aborted, or the connection broke: as an end */ }
+    if (!stream.closed) {
+      stream.closed = true;
+      if (on.closed) on.closed();
+    }
+  })();
+  return stream;
 }
 
 function showError(message) {
@@ -238,7 +293,8 @@ function follow(job) {
   box.dataset.previews = '0';
   box.dataset.seen = '';
   renderJob(job);
-  const events = new EventSource(`/v1/jobs/${encodeURIComponent(job.id)}/events?previews=1`);
+  const handlers = {};
+  const events = openEvents(`/v1/jobs/${encodeURIComponent(job.id)}/events?previews=1`, handlers);
   state.events = events;
   const seen = (name) => { if (!box.dataset.seen.split(' ').includes(name)) box.dataset.seen = `${box.dataset.seen} ${name}`.trim(); };
   const onState = (e) => {
@@ -250,8 +306,8 @@ function follow(job) {
       if (j.state === 'succeeded') loadGallery();
     }
   };
-  for (const name of ['queued', 'running', ...FINAL]) events.addEventListener(name, onState);
-  events.addEventListener('progress', (e) => {
+  for (const name of ['queued', 'running', ...FINAL]) handlers[name] = onState;
+  handlers.progress = (e) => {
     const p = JSON.parse(e.data);
     if (p.id !== state.job.id || FINAL.has(state.job.state)) return;
     seen('progress');
@@ -261,12 +317,11 @@ function follow(job) {
       $('preview-box').hidden = false;
       box.dataset.previews = String(Number(box.dataset.previews) + 1);
     }
-  });
-  // The server is shutting down: the job goes on after a restart; poll it once for its state.
-  events.addEventListener('end', () => { events.close(); refreshJob(job.id); });
-  events.onerror = () => {
-    if (events.readyState === EventSource.CLOSED && state.job && !FINAL.has(state.job.state)) refreshJob(job.id);
   };
+  // The server is shutting down: the job goes on after a restart; poll it once for its state.
+  handlers.end = () => { events.close(); refreshJob(job.id); };
+  // The stream ended before the job did (a broken connection): read the job once.
+  handlers.closed = () => { if (state.job && state.job.id === job.id && !FINAL.has(state.job.state)) refreshJob(job.id); };
 }
 
 async function refreshJob(id) {
@@ -330,7 +385,7 @@ async function loadGallery() {
 
 async function pickForEdit(url, label) {
   try {
-    const response = await fetch(fileUrl(url));
+    const response = await fetch(fileUrl(url), { headers: authHeaders() });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     setSource(await readFile(await response.blob()), `from the gallery: ${label}`);
     $('image-file').value = '';
@@ -361,7 +416,30 @@ function reuse(job) {
 
 // ---- Start -----------------------------------------------------------------------------------
 
+// The key field: shown when a call needs a key (401) or one is set; "Use" keeps it for this tab
+// and loads the page's data again, "Forget" drops it.
+function setUpKeyField() {
+  const placeholder = () => {
+    $('api-key').placeholder = apiKey() ? 'a key is set for this tab' : 'this server needs a key';
+  };
+  if (apiKey()) $('key-form').hidden = false;
+  placeholder();
+  $('key-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    setApiKey($('api-key').value.trim());
+    $('api-key').value = '';
+    placeholder();
+    $('key-form').classList.remove('needed');
+    showError('');
+    await loadModels();
+    onEditKindChange();
+    loadGallery();
+  });
+  $('key-forget').addEventListener('click', () => { setApiKey(''); $('api-key').value = ''; placeholder(); });
+}
+
 async function start() {
+  setUpKeyField();
   for (const tab of document.querySelectorAll('.tab')) tab.addEventListener('click', () => showView(tab.dataset.view));
   for (const radio of document.querySelectorAll('input[name=mode]')) radio.addEventListener('change', onModeChange);
   $('model').addEventListener('change', () => { onModelChange(); onEditKindChange(); });

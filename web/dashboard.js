@@ -1,6 +1,7 @@
 // The dashboard: polls /metrics every 2 s while it is shown, keeps the last 60 scrapes and draws a
 // models table, headline numbers and three charts (throughput, latency, queue) on <canvas>.
 // A scrape reads the job queue's counts from SQLite, so hidden pages do not poll.
+import { authHeaders } from './auth.js';
 import { parseMetrics, summarize, latencyBetween, throughputBetween } from './metrics.js';
 
 const $ = (id) => document.getElementById(id);
@@ -138,7 +139,7 @@ export async function scrape() {
   if (inFlight) return;
   inFlight = true;
   try {
-    const response = await fetch('/metrics');
+    const response = await fetch('/metrics', { headers: authHeaders() });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const summary = summarize(parseMetrics(await response.text()), knownModels);
     const time = performance.now() / 1000;

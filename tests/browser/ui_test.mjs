@@ -2,14 +2,15 @@
 // (a) create a job and see its step previews and images, then find it in the gallery; (b) cancel
 // a queued job; (c) see the server's 400 message; (d) edit an uploaded image (img2img) and a
 // gallery image (instruction edit); (e) the dashboard's models, replicas, throughput and latency;
-// plus the page's /metrics parser on awkward input. Starts its own `kiln serve` on a free loopback
+// plus the page's /metrics parser on awkward input. The server has API keys: the page first asks
+// for one, then sends it on every call, its event streams included, and shows signed image URLs. Starts its own `kiln serve` on a free loopback
 // port and always stops it; screenshots go to $ARTIFACTS.
 //
 //   KILN_BIN=build/kiln KILN_MODELS=build/test-models node tests/browser/ui_test.mjs
 // Optional: KILN_WEB_DIR (serve web/ from disk), CHROMIUM, KILN_UI_SCREENSHOT (copy the main
 // screenshot there, e.g. docs/ui.png).
 import { spawn } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -23,6 +24,7 @@ const ARTIFACTS = resolve(process.env.ARTIFACTS || 'build/test-artifacts/browser
 const WAIT_MS = 20000;     // any one condition
 const TOTAL_MS = 115000;   // the whole test, cleanup included
 const MODEL = 'test-pixel';
+const KEY = 'ui-test-key-0123456789';  // a user key (tenant "ui")
 
 const check = (condition, message) => { if (!condition) throw new Error(message); };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -52,8 +54,9 @@ const run = { server: null, exited: null, log: '', data: null, browser: null };
 async function startServer() {
   run.data = mkdtempSync(join(tmpdir(), 'kiln-ui-'));
   const port = await freePort();
+  writeFileSync(join(run.data, 'keys.yaml'), `keys:\n  - {key: "${KEY}", tenant: ui}\n`);
   const args = ['serve', '--host', '127.0.0.1', '--port', String(port), '--models', MODELS,
-                '--data', run.data, '--log-level', 'warn'];
+                '--data', run.data, '--log-level', 'warn', '--api-keys', join(run.data, 'keys.yaml')];
   if (process.env.KILN_WEB_DIR) args.push('--web-dir', process.env.KILN_WEB_DIR);
   run.server = spawn(KILN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   run.server.stdout.on('data', (d) => { run.log = (run.log + d).slice(-8000); });
@@ -119,7 +122,7 @@ async function main() {
   await checkMetricsParser();
   const base = await startServer();
   const api = async (path, options = {}) => {
-    const r = await fetch(base + path, options);
+    const r = await fetch(base + path, { ...options, headers: { ...(options.headers || {}), Authorization: `Bearer ${KEY}` } });
     return { status: r.status, body: await r.json().catch(() => null) };
   };
   const postJob = (body) => api('/v1/jobs', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
@@ -150,6 +153,12 @@ async function main() {
   }, [selector, count]);
 
   await page.goto(base + '/');
+  // (f) Without a key the models cannot be listed: the page asks for one, then loads with it.
+  await page.waitForSelector('#key-form.needed');
+  const asked = (await page.textContent('#error')).trim();
+  check(asked.includes('API key'), `(f) the page says why it cannot start: "${asked}"`);
+  await page.fill('#api-key', KEY);
+  await page.click('#key-use');
   await page.waitForSelector(`body[data-ready=true] #model option[value="${MODEL}"]`, { state: 'attached' }).catch(async () => {
     const module = (await fetch(`${base}/ui/metrics.js`)).status;
     throw new Error(`the page did not start (model ${MODEL} not listed)` +
@@ -172,7 +181,8 @@ async function main() {
   const previews = Number(await page.getAttribute('#job', 'data-previews'));
   check(seen.includes('progress') && previews > 0, `(a) no step previews shown: events seen "${seen}", previews ${previews}`);
   const src = await page.getAttribute('#results img', 'src');
-  check(src.startsWith(`/v1/files/jobs/${jobId}/`), `(a) result image URL ${src}`);
+  check(src.startsWith(`/v1/files/jobs/${jobId}/`) && src.includes('signature=') && !src.includes(KEY),
+        `(a) result image URL ${src}: the job's file, signed, without the key`);
   check((await page.textContent('#progress-text')).includes('step 60 / 60'), '(a) the progress text shows 60 / 60');
   const job = (await api(`/v1/jobs/${jobId}`)).body;
   check(job.state === 'succeeded' && job.request.steps === 60 && job.request.seed === 7 && job.data.length === 2,
@@ -304,7 +314,7 @@ const timer = setTimeout(async () => {
 main().then(async () => {
   await cleanup();
   clearTimeout(timer);
-  console.log(`ui_test: passed (metrics parser, create, cancel, error, edit, dashboard); screenshots in ${ARTIFACTS}`);
+  console.log(`ui_test: passed (metrics parser, API key, create, cancel, error, edit, dashboard); screenshots in ${ARTIFACTS}`);
   process.exit(0);
 }, async (e) => {
   console.error(`ui_test: FAILED: ${e.message}`);
