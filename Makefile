@@ -18,7 +18,7 @@ TSA_FLAGS = -std=c++20 -fsyntax-only -Wthread-safety -Werror -Isrc -I/usr/includ
   -isystem $(BUILD_DIR)/torch-include -isystem $(BUILD_DIR)/torch-include/torch/csrc/api/include \
   -DKILN_VERSION='"tsa"'
 
-.PHONY: browser-deps thread-safety deps configure build run test test-models bench bench-overhead bench-peer bench-png bench-batching format format-check model clean
+.PHONY: fuzz fuzz-merge browser-deps thread-safety deps configure build run test test-models bench bench-overhead bench-peer bench-png bench-batching format format-check model clean
 
 $(STAMP): scripts/install-deps.sh requirements.txt
 	bash scripts/install-deps.sh
@@ -91,6 +91,39 @@ thread-safety: configure
 
 format-check: $(STAMP)
 	clang-format --dry-run -Werror $$(git ls-files '*.cc' '*.h')
+
+# Coverage-guided fuzzing (libFuzzer, clang) of every target in fuzz/ with ASan and UBSan, each
+# for FUZZ_SECONDS (FUZZ_TARGETS to choose), on FUZZ_JOBS cores; new inputs collect in
+# $(FUZZ_DIR)/corpus, crashes in $(FUZZ_DIR)/findings. `make fuzz-merge` folds what was found
+# into fuzz/corpus (minimised). docs/security.md has the runs so far.
+FUZZ_DIR ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS ?= 1
+FUZZ_TARGETS ?= traceparent http_request multipart json_requests image_decode safetensors \
+  model_config clip_tokenizer
+$(FUZZ_DIR)/build.ninja: CMakeLists.txt $(STAMP)
+	cmake -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_FUZZ=ON \
+	  -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang
+
+fuzz: $(FUZZ_DIR)/build.ninja test-models
+	cmake --build $(FUZZ_DIR) -j $(JOBS) $(addprefix --target kiln_fuzz_,$(FUZZ_TARGETS))
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/findings/$$t; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  KILN_TEST_MODELS=$(CURDIR)/$(BUILD_DIR)/test-models \
+	  ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  $(FUZZ_DIR)/kiln_fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=4096 \
+	    -max_len=65536 -jobs=$(FUZZ_JOBS) -workers=$(FUZZ_JOBS) \
+	    -artifact_prefix=$(FUZZ_DIR)/findings/$$t/ \
+	    $(FUZZ_DIR)/corpus/$$t fuzz/corpus/$$t 2>&1 | tail -n 3 || exit 1; \
+	done
+
+fuzz-merge: $(FUZZ_DIR)/build.ninja
+	@for t in $(FUZZ_TARGETS); do \
+	  KILN_TEST_MODELS=$(CURDIR)/$(BUILD_DIR)/test-models ASAN_OPTIONS=detect_leaks=0 \
+	  $(FUZZ_DIR)/kiln_fuzz_$$t -merge=1 -max_len=65536 fuzz/corpus/$$t $(FUZZ_DIR)/corpus/$$t \
+	    2>&1 | tail -n 1; \
+	done
 
 model: $(STAMP)
 	bash tools/shapes/train_all.sh

@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   # toolchain (clang for `make thread-safety`, clang-format for `make format-check`)
   build-essential cmake ninja-build pkg-config clang clang-format
+  # libFuzzer and the sanitizer runtimes for clang (`make fuzz`)
+  libclang-rt-14-dev
   # HTTP, status, JSON, logs, CLI, config
   libboost1.74-dev libabsl-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev libyaml-cpp-dev
   # queue, store, webhooks
