@@ -5,37 +5,30 @@
 #include "core/json_parse.h"
 #include "fuzz/fuzz_target.h"
 
-namespace {
-const kiln::engine::ModelRepository* Models() {
-  static auto repo =
-      kiln::engine::ModelRepository::Load(kiln::fuzz::TestModelsDir(), "cpu", /*pipelines=*/false);
-  if (!repo.ok()) std::abort();
-  return repo->get();
-}
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const std::string_view body = kiln::fuzz::AsText(data + 1, size - 1);
   const kiln::http::AddressPolicy webhooks;
   switch (data[0] % 5) {
     case 0:
-      (void)kiln::api::ParseGenerationsRequest(body, *Models());
+      (void)kiln::api::ParseGenerationsRequest(body, kiln::fuzz::TestModels());
       break;
     case 1:
     case 2: {
       auto json = kiln::ParseJsonWithLimits(body, "the request body");
       if (json.ok()) {
-        (void)kiln::api::ParseJobRequest(*json, *Models(), webhooks,
+        (void)kiln::api::ParseJobRequest(*json, kiln::fuzz::TestModels(), webhooks,
                                          /*batch_line=*/data[0] % 5 == 2);
       }
       break;
     }
     case 3:
-      (void)kiln::api::ParseA1111Request(kiln::api::A1111Route::kTxt2Img, body, *Models(), "");
+      (void)kiln::api::ParseA1111Request(kiln::api::A1111Route::kTxt2Img, body,
+                                         kiln::fuzz::TestModels(), "");
       break;
     default:
-      (void)kiln::api::ParseA1111Request(kiln::api::A1111Route::kImg2Img, body, *Models(), "");
+      (void)kiln::api::ParseA1111Request(kiln::api::A1111Route::kImg2Img, body,
+                                         kiln::fuzz::TestModels(), "");
       break;
   }
   return 0;

@@ -6,15 +6,6 @@
 #include "fuzz/fuzz_target.h"
 #include "http/multipart.h"
 
-namespace {
-const kiln::engine::ModelRepository* Models() {
-  static auto repo =
-      kiln::engine::ModelRepository::Load(kiln::fuzz::TestModelsDir(), "cpu", /*pipelines=*/false);
-  if (!repo.ok()) std::abort();
-  return repo->get();
-}
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text = kiln::fuzz::AsText(data, size);
   const size_t newline = text.find('\n');
@@ -23,7 +14,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!boundary.ok()) return 0;
   auto parts = kiln::http::ParseMultipart(text.substr(newline + 1), *boundary);
   if (!parts.ok()) return 0;
-  (void)kiln::api::ParseEditsRequest(*parts, *Models());
-  (void)kiln::api::ParseJobForm(*parts, *Models(), kiln::http::AddressPolicy());
+  (void)kiln::api::ParseEditsRequest(*parts, kiln::fuzz::TestModels());
+  (void)kiln::api::ParseJobForm(*parts, kiln::fuzz::TestModels(), kiln::http::AddressPolicy());
   return 0;
 }

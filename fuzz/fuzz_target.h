@@ -10,6 +10,8 @@
 #include <string>
 #include <string_view>
 
+#include "engine/model_repository.h"
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace kiln::fuzz {
@@ -22,6 +24,13 @@ inline std::string_view AsText(const uint8_t* data, size_t size) {
 inline std::string TestModelsDir() {
   const char* dir = std::getenv("KILN_TEST_MODELS");
   return dir && *dir ? dir : std::string(KILN_BINARY_DIR) + "/test-models";
+}
+
+// The test models' descriptions (no pipelines), loaded once.
+inline const engine::ModelRepository& TestModels() {
+  static auto repo = engine::ModelRepository::Load(TestModelsDir(), "cpu", /*pipelines=*/false);
+  if (!repo.ok()) std::abort();
+  return **repo;
 }
 
 // A folder with a CLIP vocab.json and merges.txt: $KILN_FUZZ_TOKENIZER, else the tiny SD 1.5

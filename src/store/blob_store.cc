@@ -1,5 +1,6 @@
 #include "store/blob_store.h"
 
+#include "core/crypto.h"
 #include "core/status_util.h"
 #include "core/strings.h"
 
@@ -23,6 +24,12 @@ absl::Status CheckKey(std::string_view key) {
     }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<Versioned> VersionedByHash(absl::StatusOr<std::string> bytes) {
+  if (!bytes.ok()) return bytes.status();
+  std::string version = Sha256Hex(*bytes);
+  return Versioned{std::move(*bytes), std::move(version)};
 }
 
 absl::Status ChangedByAnotherWriter(std::string_view key) {

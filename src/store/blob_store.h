@@ -63,6 +63,9 @@ class BlobStore {
   virtual std::string Describe() const = 0;
 };
 
+// A Get's value with its SHA-256 as the version (for stores without versions of their own).
+absl::StatusOr<Versioned> VersionedByHash(absl::StatusOr<std::string> bytes);
+
 // The FailedPrecondition of a PutIf that found another writer's value.
 absl::Status ChangedByAnotherWriter(std::string_view key);
 

@@ -95,9 +95,7 @@ class FileStore final : public BlobStore {
   }
 
   absl::StatusOr<Versioned> GetVersioned(std::string_view key) override {
-    KILN_ASSIGN_OR_RETURN(std::string bytes, Get(key));
-    std::string version = Sha256Hex(bytes);
-    return Versioned{std::move(bytes), std::move(version)};
+    return VersionedByHash(Get(key));
   }
 
   // The check and the write happen under an exclusive flock on the root's lock file (never

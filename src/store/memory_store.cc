@@ -31,9 +31,7 @@ class MemoryStore final : public BlobStore {
     return blobs_.count(std::string(key)) > 0;
   }
   absl::StatusOr<Versioned> GetVersioned(std::string_view key) override {
-    KILN_ASSIGN_OR_RETURN(std::string bytes, Get(key));
-    std::string version = Sha256Hex(bytes);
-    return Versioned{std::move(bytes), std::move(version)};
+    return VersionedByHash(Get(key));
   }
   absl::StatusOr<std::string> PutIf(std::string_view key, std::string_view bytes,
                                     std::string_view version) override {

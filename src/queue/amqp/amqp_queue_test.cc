@@ -100,22 +100,12 @@ constexpr int64_t kGraceMs = 15000;
 class AmqpQueueBookkeepingTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    QueueOptions o;
-    o.records = records_.get();
-    o.now_ms = [this] { return now_ms_.load(); };
-    o.models = {"m"};
-    o.consume = {"m"};
-    o.redelivery_grace_ms = kGraceMs;
-    auto q = OpenAmqpQueue("amqp://localhost", o, [this](amqp::BrokerOptions bo) {
-      auto b = std::make_unique<FakeBroker>(std::move(bo));
-      broker_ = b.get();
-      return absl::StatusOr<std::unique_ptr<amqp::Broker>>(std::move(b));
-    });
-    ASSERT_TRUE(q.ok()) << q.status();
-    queue_ = std::move(*q);
+    queue_ = OpenWorker(&broker_);
+    ASSERT_NE(queue_, nullptr);
   }
 
-  // Another worker's queue over the same records, with a broker of its own.
+  // A worker's queue over the records, with a broker of its own (the test's worker "w1", or
+  // another).
   std::unique_ptr<JobQueue> OpenWorker(FakeBroker** broker) {
     QueueOptions o;
     o.records = records_.get();
