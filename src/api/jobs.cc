@@ -119,8 +119,17 @@ http::Response HandleCreateJob(const ApiContext& ctx, const http::Request& req) 
   s.seed_given = request->seed_given;
   auto cost = ctx.scheduler->EstimateCost(s.model, s.request);
   if (!cost.ok()) return ErrorResponse(cost.status());
-  // Held until Submit returns: from then on the queue counts the job.
-  auto ticket = AdmitWork(ctx, req, 1, s.request.n, *cost);
+  // A retry of a job this Idempotency-Key names already runs nothing new: Submit answers it
+  // with that job (or 409), so it asks no quota. Otherwise the ticket is held until Submit
+  // returns: from then on the queue counts the job.
+  std::optional<queue::Job> earlier;
+  if (!idempotency_key.empty()) {
+    auto found = ctx.queue->FindIdempotent(s.tenant, idempotency_key);
+    if (!found.ok()) return ErrorResponse(found.status());
+    earlier = std::move(*found);
+  }
+  auto ticket = earlier ? absl::StatusOr<quota::QuotaTicket>(quota::QuotaTicket())
+                        : AdmitWork(ctx, req, 1, s.request.n, *cost);
   if (!ticket.ok()) return ErrorResponse(ticket.status());
   auto result = ctx.jobs->Submit(std::move(s));
   if (!result.ok() || !result->created) ticket->Refund();  // nothing new will run

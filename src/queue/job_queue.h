@@ -113,6 +113,10 @@ class JobQueue {
   // Stores a new queued job. With an idempotency key this tenant used before, returns the earlier
   // job (created = false), or FailedPrecondition when its request differs.
   virtual absl::StatusOr<EnqueueResult> Enqueue(const NewJob& job) = 0;
+  // The job `tenant`'s Idempotency-Key `key` names now (within the key's time to live), if any:
+  // a retry that Enqueue would answer with that job.
+  virtual absl::StatusOr<std::optional<Job>> FindIdempotent(const std::string& tenant,
+                                                            const std::string& key) = 0;
   // Stores a batch record and all its jobs in one transaction: all or nothing.
   virtual absl::Status EnqueueBatch(const Batch& batch, const std::vector<NewJob>& jobs) = 0;
 

@@ -248,11 +248,17 @@ TEST(AuthQuotas, DailyImagesOutlastARestartAndWorkOverALimitIsA429) {
   std::ofstream(dir / "keys.yaml")
       << "keys:\n"
       << "  - {key: \"" << kErin
-      << "\", tenant: erin, limits: {concurrent_jobs: 2, images_per_day: 3}}\n"
+      << "\", tenant: erin, limits: {concurrent_jobs: 2, images_per_day: 4}}\n"
       << "  - {key: \"" << kFrank << "\", tenant: frank, limits: {queued_seconds: 0.000001}}\n";
   const std::vector<std::string> args = {"--models",   TestModelsDir(),
                                          "--api-keys", (dir / "keys.yaml").string(),
                                          "--data",     (dir / "data").string()};
+  auto submit_once = [&](const ServerProcess& server) {
+    const json job = {{"prompt", "a red circle"}, {"model", "test-pixel"}, {"steps", 2}};
+    return HttpRequest("POST", server.url() + "/v1/jobs", job.dump(),
+                       {std::string("Authorization: Bearer ") + kErin,
+                        "Content-Type: application/json", "Idempotency-Key: erin-job-1"});
+  };
   auto generate = [](const ServerProcess& server, const char* key, int n) {
     const json body = {{"prompt", "a red circle"},
                        {"model", "test-pixel"},
@@ -277,11 +283,18 @@ TEST(AuthQuotas, DailyImagesOutlastARestartAndWorkOverALimitIsA429) {
     EXPECT_EQ(wide.headers["ratelimit-limit"], "2");
     EXPECT_EQ(wide.headers.count("retry-after"), 0u) << "retrying cannot help";
 
+    // A job with an Idempotency-Key counts once; its retry asks no quota.
+    HttpResult first = submit_once(server);
+    EXPECT_EQ(first.status, 202) << first.body;
+    HttpResult retried = submit_once(server);
+    EXPECT_EQ(retried.status, 200) << retried.body;
+    EXPECT_EQ(retried.headers["idempotent-replayed"], "true");
+
     EXPECT_EQ(generate(server, kErin, 2).status, 200);
     HttpResult over = generate(server, kErin, 2);
     EXPECT_EQ(over.status, 429) << over.body;
     EXPECT_NE(over.body.find("images_per_day"), std::string::npos) << over.body;
-    EXPECT_EQ(over.headers["ratelimit-limit"], "3");
+    EXPECT_EQ(over.headers["ratelimit-limit"], "4");
     EXPECT_EQ(over.headers["ratelimit-remaining"], "1");
     EXPECT_GE(std::stoi(over.headers["retry-after"]), 1);  // at 00:00 UTC
     EXPECT_EQ(over.headers["ratelimit-reset"], over.headers["retry-after"]);
@@ -303,6 +316,8 @@ TEST(AuthQuotas, DailyImagesOutlastARestartAndWorkOverALimitIsA429) {
     EXPECT_EQ(still.status, 429) << "the day's count survived the restart: " << still.body;
     EXPECT_EQ(still.headers["ratelimit-remaining"], "1");
     EXPECT_EQ(generate(server, kErin, 1).status, 200);
+    // The day is used up, but a retry of the earlier job is still answered.
+    EXPECT_EQ(submit_once(server).status, 200);
     // The async API counts against the same day.
     const json job = {{"prompt", "a red circle"}, {"model", "test-pixel"}, {"steps", 2}};
     HttpResult none = HttpRequest(

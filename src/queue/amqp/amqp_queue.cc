@@ -98,6 +98,21 @@ class AmqpJobQueue final : public JobQueue {
     return absl::OkStatus();
   }
 
+  absl::StatusOr<std::optional<Job>> FindIdempotent(const std::string& tenant,
+                                                    const std::string& key) override {
+    NewJob probe;
+    probe.tenant = tenant;
+    probe.idempotency_key = key;
+    auto id = records()->Get(IdempotencyKey(probe));
+    if (absl::IsNotFound(id.status())) return std::optional<Job>();
+    if (!id.ok()) return id.status();
+    auto job = Get(*id);
+    if (absl::IsNotFound(job.status())) return std::optional<Job>();
+    if (!job.ok()) return job.status();
+    if (job->created_ms < Now() - options_.idempotency_ttl_ms) return std::optional<Job>();
+    return std::optional<Job>(std::move(*job));
+  }
+
   absl::StatusOr<EnqueueResult> Enqueue(const NewJob& spec) override {
     if (!spec.idempotency_key.empty()) {
       auto earlier_id = records()->Get(IdempotencyKey(spec));

@@ -426,6 +426,17 @@ class SqliteQueue final : public JobQueue {
         "the job could start', error_code='deadline_exceeded' WHERE id=?2 AND state=0");
   }
 
+  absl::StatusOr<std::optional<Job>> FindIdempotent(const std::string& tenant,
+                                                    const std::string& key) override {
+    absl::MutexLock lock(&mu_);
+    Stmt s(db_, "SELECT id, created_ms FROM jobs WHERE tenant=?1 AND idempotency_key=?2");
+    s.Bind(1, tenant).Bind(2, key);
+    KILN_ASSIGN_OR_RETURN(bool row, s.Next());
+    if (!row || s.Int(1) < Now() - options_.idempotency_ttl_ms) return std::optional<Job>();
+    KILN_ASSIGN_OR_RETURN(Job job, GetLocked(s.Text(0)));
+    return std::optional<Job>(std::move(job));
+  }
+
   absl::StatusOr<TenantWork> OpenWork(const std::string& tenant) override {
     absl::MutexLock lock(&mu_);
     Stmt s(db_,
